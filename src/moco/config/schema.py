@@ -1,0 +1,226 @@
+"""The configuration: typed dataclasses, YAML presets, strict ``key=value`` overrides.
+
+OmegaConf checks every key and value against the dataclasses: an unknown key or a
+value of the wrong type or outside an enum fails with a :class:`ConfigError` naming
+the key and what it accepts. Values derived from the config (scaled lr, steps) are
+computed by the engine and saved apart from what the user wrote.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+from omegaconf import MISSING, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+
+class Arch(str, enum.Enum):
+    resnet18 = "resnet18"
+    resnet34 = "resnet34"
+    resnet50 = "resnet50"
+    resnet101 = "resnet101"
+    resnet152 = "resnet152"
+
+
+class Schedule(str, enum.Enum):
+    step = "step"
+    cosine = "cosine"
+
+
+class Amp(str, enum.Enum):
+    none = "none"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+class ViewPreset(str, enum.Enum):
+    v1 = "v1"  # MoCo v1
+    v2 = "v2"  # MoCo v2
+    demo = "demo"  # official CIFAR demo: v2's jitter and grayscale, no blur
+
+
+class Features(str, enum.Enum):
+    backbone = "backbone"  # pooled features before the head (what linear probes use)
+    head = "head"  # the normalised embedding after the head (the official CIFAR demo)
+
+
+@dataclass
+class ModelConfig:
+    arch: Arch = Arch.resnet50
+    cifar_stem: bool = False  # 3x3/1 conv1, no max-pool (official CIFAR demo)
+    width: float = 1.0  # multiplies all ResNet stage widths
+    dim: int = 128  # embedding width C
+    mlp: bool = False  # v2 2-layer MLP head
+    queue_size: int = 65536  # K
+    momentum: float = 0.999  # m
+    temperature: float = 0.07  # tau
+    bn_splits: int = 1  # split-BN groups G on one device (shuffling BN emulation)
+    shuffle_keys: bool = True  # shuffle the key batch before the key encoder
+
+
+@dataclass
+class AugmentConfig:
+    preset: ViewPreset = ViewPreset.v1
+    size: int = 224  # output side of the random-resized crop
+    crop_min_scale: float = 0.2  # lower bound of the crop area fraction (paper: 0.2)
+
+
+@dataclass
+class DataConfig:
+    source: str = "bundled"  # "bundled" or a directory of IDX files
+    holdout_fraction: float = 0.1  # held out for evaluation when a source has no test split
+
+
+@dataclass
+class OptimConfig:
+    epochs: int = 200
+    batch_size: int = 256
+    lr: float = 0.03  # base lr for a batch of 256; the run uses lr * batch_size / 256
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    schedule: Schedule = Schedule.step
+    milestones: list[int] = field(default_factory=lambda: [120, 160])  # epochs, lr x 0.1
+    warmup_epochs: float = 0.0  # linear warm-up from 0
+    amp: Amp = Amp.none
+
+
+@dataclass
+class EvalConfig:
+    knn_every: int = 10  # epochs between kNN monitors (also at epoch 0 and at the end); 0: off
+    knn_k: int = 200
+    knn_t: float = 0.1
+    knn_features: Features = Features.backbone
+
+
+@dataclass
+class RunConfig:
+    out_dir: str = "runs"  # a new sub-directory per run is made here
+    name: str = ""  # run directory name; empty: <preset>-<timestamp>
+    seed: int = 0
+    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
+    log_every: int = 10  # steps between logged metrics (and the only host syncs)
+    progress: bool = True  # tqdm progress bar
+
+
+@dataclass
+class Config:
+    preset: str = MISSING  # name of the preset this config started from
+    model: ModelConfig = field(default_factory=ModelConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+class ConfigError(ValueError):
+    """A preset, key or value the config does not accept."""
+
+
+_PRESETS = resources.files("moco.config") / "presets"
+
+
+def list_presets() -> dict[str, str]:
+    """Preset name -> its one-line description (the YAML file's first comment line)."""
+    out = {}
+    for f in sorted(_PRESETS.iterdir(), key=lambda p: p.name):
+        if f.name.endswith(".yaml"):
+            first = f.read_text().splitlines()[0]
+            out[f.name[:-5]] = first.lstrip("# ").strip()
+    return out
+
+
+def load_config(preset: str = "default", overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """The preset's values over the defaults, then ``key=value`` overrides, all checked."""
+    presets = list_presets()
+    if preset not in presets:
+        raise ConfigError(f"unknown preset {preset!r}; available: {', '.join(presets)}")
+    try:
+        cfg = OmegaConf.merge(
+            OmegaConf.structured(Config),
+            OmegaConf.create((_PRESETS / f"{preset}.yaml").read_text()),
+        )
+        cfg.preset = preset
+    except OmegaConfBaseException as err:
+        raise ConfigError(_explain(err)) from None
+    return apply_overrides(cfg, overrides)
+
+
+def apply_overrides(cfg: Any, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """``key=value`` overrides (OmegaConf dotlist syntax) over a Config, checked."""
+    try:
+        node = OmegaConf.structured(cfg)
+        for item in overrides:
+            if "=" not in item:
+                raise ConfigError(f"override {item!r} is not of the form key=value")
+            node = OmegaConf.merge(node, OmegaConf.from_dotlist([item]))
+    except OmegaConfBaseException as err:
+        raise ConfigError(_explain(err)) from None
+    obj = OmegaConf.to_object(node)
+    assert isinstance(obj, Config)
+    validate(obj)
+    return obj
+
+
+def _explain(err: OmegaConfBaseException) -> str:
+    key = getattr(err, "full_key", None) or getattr(err, "key", None)
+    msg = str(err).splitlines()[0]
+    if key and type(err).__name__ == "ConfigKeyError":
+        parent = str(key).rsplit(".", 1)[0] if "." in str(key) else ""
+        node: Any = OmegaConf.structured(Config)
+        for part in parent.split(".") if parent else []:
+            node = node[part]
+        allowed = ", ".join(k for k in node.keys() if k != "preset" or not parent)
+        return f"unknown config key {key!r}; keys allowed here: {allowed}"
+    if key:
+        return f"bad value for config key {key!r}: {msg}"
+    return msg
+
+
+def validate(cfg: Config) -> None:
+    """Range checks the types cannot express; each names the key and the allowed range."""
+    checks: list[tuple[bool, str]] = [
+        (cfg.model.width > 0, "model.width must be > 0"),
+        (cfg.model.dim > 0, "model.dim must be > 0"),
+        (cfg.model.queue_size >= cfg.optim.batch_size, "model.queue_size must be >= optim.batch_size"),
+        (0.0 <= cfg.model.momentum <= 1.0, "model.momentum must be in [0, 1]"),
+        (cfg.model.temperature > 0, "model.temperature must be > 0"),
+        (cfg.model.bn_splits >= 1, "model.bn_splits must be >= 1"),
+        (
+            cfg.optim.batch_size % cfg.model.bn_splits == 0,
+            "optim.batch_size must be divisible by model.bn_splits",
+        ),
+        (cfg.augment.size > 0, "augment.size must be > 0"),
+        (0.0 < cfg.augment.crop_min_scale <= 1.0, "augment.crop_min_scale must be in (0, 1]"),
+        (0.0 < cfg.data.holdout_fraction < 1.0, "data.holdout_fraction must be in (0, 1)"),
+        (cfg.optim.epochs >= 1, "optim.epochs must be >= 1"),
+        (cfg.optim.batch_size >= 1, "optim.batch_size must be >= 1"),
+        (cfg.optim.lr > 0, "optim.lr must be > 0"),
+        (cfg.optim.weight_decay >= 0, "optim.weight_decay must be >= 0"),
+        (cfg.optim.warmup_epochs >= 0, "optim.warmup_epochs must be >= 0"),
+        (cfg.eval.knn_every >= 0, "eval.knn_every must be >= 0"),
+        (cfg.eval.knn_k >= 1, "eval.knn_k must be >= 1"),
+        (cfg.eval.knn_t > 0, "eval.knn_t must be > 0"),
+        (cfg.run.log_every >= 1, "run.log_every must be >= 1"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+
+
+def to_yaml(cfg: Config) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def from_yaml(text: str) -> Config:
+    """Read back a config saved with :func:`to_yaml` (e.g. from a checkpoint), checked."""
+    try:
+        cfg = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.create(text))
+    except OmegaConfBaseException as err:
+        raise ConfigError(_explain(err)) from None
+    obj = OmegaConf.to_object(cfg)
+    assert isinstance(obj, Config)
+    return obj

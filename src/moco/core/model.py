@@ -1,0 +1,106 @@
+"""MoCo: a query encoder, its momentum copy, and a queue of keys (Algorithm 1 of the paper)."""
+
+from __future__ import annotations
+
+import copy
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from moco.core.losses import info_nce
+from moco.core.momentum import momentum_update
+from moco.core.queue import enqueue_, init_queue
+from moco.core.shuffle_bn import batch_shuffle, batch_unshuffle
+
+
+class StepOutput(NamedTuple):
+    loss: torch.Tensor  # scalar InfoNCE loss (to back-propagate)
+    correct: torch.Tensor  # (N,) bool, pretext (K+1)-way top-1
+    q: torch.Tensor  # (N, C) normalised queries
+    k: torch.Tensor  # (N, C) normalised keys (no gradient), in the original order
+
+
+class MoCo(nn.Module):
+    """Momentum Contrast with the official attribute names.
+
+    ``encoder_q`` is any module mapping images to (N, dim) embeddings (a backbone with
+    its head as ``fc``); ``encoder_k`` starts as an exact copy and never receives
+    gradients; ``queue`` (dim, K) and ``queue_ptr`` (1,) are buffers, so they are in
+    ``state_dict`` with the keys the official checkpoints use.
+
+    Args:
+        encoder: the query encoder (copied to make the key encoder).
+        dim: embedding width C (128 in the paper).
+        queue_size: K, the number of negatives (65536 for ImageNet, 4096 for CIFAR).
+        momentum: m of the key-encoder update (0.999 in the paper, 0.99 in the CIFAR demo).
+        temperature: tau (0.07 v1, 0.2 v2, 0.1 CIFAR demo).
+        shuffle_keys: shuffle the key batch before the key encoder (Sec. 3.3). It only
+            breaks the BN leak when the key encoder's BN sees groups (bn_splits > 1 on one
+            device, or one group per process when distributed).
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        dim: int = 128,
+        queue_size: int = 65536,
+        momentum: float = 0.999,
+        temperature: float = 0.07,
+        shuffle_keys: bool = True,
+    ) -> None:
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        if not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"momentum must be in [0, 1], got {momentum}")
+        self.momentum = momentum
+        self.temperature = temperature
+        self.shuffle_keys = shuffle_keys
+        self.encoder_q = encoder
+        self.encoder_k = copy.deepcopy(encoder)
+        for p in self.encoder_k.parameters():
+            p.requires_grad_(False)
+        self.register_buffer("queue", init_queue(dim, queue_size))
+        self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))
+
+    @property
+    def queue_size(self) -> int:
+        return int(self.queue.shape[1])
+
+    def forward(
+        self, x_q: torch.Tensor, x_k: torch.Tensor, generator: torch.Generator | None = None
+    ) -> StepOutput:
+        """Queries, keys and the InfoNCE loss against the current queue.
+
+        x_q, x_k: (N, ...) two augmented views of the same N images. Keys come from
+        encoder_k on the shuffled x_k, without gradient, and are un-shuffled before the
+        loss; ``generator`` draws that shuffle (for reproducible tests). The forward pass
+        changes no state but BN running statistics: the momentum update and the enqueue
+        are explicit calls, made in Algorithm 1's order by
+        :func:`moco.engine.step.train_step`: ``momentum_update()``, ``forward``, backward
+        and SGD step, ``enqueue(out.k)``. Enqueueing after the backward pass keeps the
+        queue that the loss saved for backward intact without a per-step copy of it.
+        """
+        q = F.normalize(self.encoder_q(x_q), dim=1)
+        with torch.no_grad():
+            k = self._keys(x_k, generator)
+        out = info_nce(q, k, self.queue, self.temperature)
+        return StepOutput(out.loss, out.correct, q, k)
+
+    @torch.no_grad()
+    def momentum_update(self) -> None:
+        """theta_k <- m theta_k + (1 - m) theta_q (Eq. 2), run before the key forward."""
+        momentum_update(self.encoder_k, self.encoder_q, self.momentum)
+
+    @torch.no_grad()
+    def enqueue(self, k: torch.Tensor) -> None:
+        """Enqueue this batch's keys (N, C), dequeuing the N oldest."""
+        enqueue_(self.queue, self.queue_ptr, k)
+
+    def _keys(self, x_k: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        if not self.shuffle_keys:
+            return F.normalize(self.encoder_k(x_k), dim=1)
+        x_shuf, inverse = batch_shuffle(x_k, generator)
+        return batch_unshuffle(F.normalize(self.encoder_k(x_shuf), dim=1), inverse)

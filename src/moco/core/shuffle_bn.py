@@ -1,0 +1,76 @@
+"""Shuffling BN on one device (MoCo Sec. 3.3): split-BN groups and a key-batch shuffle.
+
+With plain BN, q and its positive k+ are normalised with statistics of the same batch,
+which leaks the positive's identity and lets the model "cheat" the pretext task. MoCo
+encodes keys on a batch shuffled across GPUs. On one device the same effect comes from
+normalising G groups of the batch separately (``SplitBatchNorm2d``) and shuffling the
+key batch before the key encoder, so a key's BN group differs from its query's group.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class SplitBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d that, in training, normalises G contiguous chunks of the batch apart.
+
+    Group g is samples ``[g * N/G, (g+1) * N/G)``, which is what process g of G would
+    see after a cross-process shuffle, so one process with G groups reproduces G
+    processes with one group each. Buffers, parameters and ``state_dict`` are exactly
+    BatchNorm2d's (running stats of shape (C,)), so weights load strictly into a
+    torchvision ResNet. In eval mode, and for G = 1, it is plain BatchNorm2d.
+    Running stats become the mean over groups of the per-group updates.
+    """
+
+    def __init__(self, num_features: int, num_splits: int = 1, **kwargs: object) -> None:
+        super().__init__(num_features, **kwargs)  # type: ignore[arg-type]
+        if num_splits < 1:
+            raise ValueError(f"num_splits must be >= 1, got {num_splits}")
+        self.num_splits = num_splits
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g = self.num_splits
+        if not self.training or g == 1:
+            return super().forward(x)
+        n, c, h, w = x.shape
+        if n % g != 0:
+            raise ValueError(f"batch of {n} is not divisible into {g} BN groups (bn_splits)")
+        if self.momentum is None:
+            raise ValueError("SplitBatchNorm2d needs a float momentum")
+        self.num_batches_tracked.add_(1)
+        # (G, n/G, C, H, W) -> (n/G, G*C, H, W): each group's channels become separate
+        # channels of one BN call, so one kernel normalises all groups.
+        xs = x.view(g, n // g, c, h, w).transpose(0, 1).reshape(n // g, g * c, h, w)
+        mean = self.running_mean.repeat(g) if self.running_mean is not None else None
+        var = self.running_var.repeat(g) if self.running_var is not None else None
+        weight = self.weight.repeat(g) if self.weight is not None else None
+        bias = self.bias.repeat(g) if self.bias is not None else None
+        out = F.batch_norm(xs, mean, var, weight, bias, True, self.momentum, self.eps)
+        if mean is not None and var is not None:
+            with torch.no_grad():
+                self.running_mean.copy_(mean.view(g, c).mean(dim=0))
+                self.running_var.copy_(var.view(g, c).mean(dim=0))
+        return out.view(n // g, g, c, h, w).transpose(0, 1).reshape(n, c, h, w)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, num_splits={self.num_splits}"
+
+
+def batch_shuffle(
+    x: torch.Tensor, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Shuffle the batch dimension. Returns (x[perm], inverse permutation).
+
+    The permutation is drawn on x's device (from ``generator`` when given, else the
+    global RNG of that device); ``batch_unshuffle(y, inverse)`` restores the order.
+    """
+    perm = torch.randperm(x.shape[0], device=x.device, generator=generator)
+    return x[perm], torch.argsort(perm)
+
+
+def batch_unshuffle(y: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+    """Undo :func:`batch_shuffle`: rows back in their original order."""
+    return y[inverse]

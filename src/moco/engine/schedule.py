@@ -1,0 +1,34 @@
+"""Learning-rate schedules as pure functions of the global step."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+
+def lr_at(
+    step: int,
+    base_lr: float,
+    total_steps: int,
+    steps_per_epoch: int,
+    schedule: str,
+    milestones: Sequence[int] = (),
+    warmup_steps: int = 0,
+) -> float:
+    """lr of global step ``step`` (0-based).
+
+    ``"step"``: base_lr x 0.1 for each milestone epoch passed (MoCo v1: 120, 160 of 200).
+    ``"cosine"``: base_lr x 0.5 (1 + cos(pi x progress)) with progress measured in
+    steps (MoCo v2; the official code steps it per epoch, a per-step curve is smoother).
+    A linear warm-up from 0 over ``warmup_steps`` multiplies either.
+    """
+    if schedule == "step":
+        epoch = step // steps_per_epoch
+        lr = base_lr * 0.1 ** sum(epoch >= m for m in milestones)
+    elif schedule == "cosine":
+        lr = base_lr * 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
+    else:
+        raise ValueError(f"unknown schedule {schedule!r}; choose step or cosine")
+    if warmup_steps > 0 and step < warmup_steps:
+        lr *= (step + 1) / warmup_steps
+    return lr

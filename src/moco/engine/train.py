@@ -1,0 +1,288 @@
+"""Pre-training: the one visible training loop, from a Config to a run directory.
+
+A run directory holds ``config.yaml`` (the resolved config), ``derived.json`` (values
+computed from it: scaled lr, steps), ``metrics.jsonl`` and ``tb/`` (TensorBoard),
+``checkpoint.pth.tar`` (every epoch, atomically replaced) and ``result.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from moco import __version__
+from moco.augment.views import PRESETS, build_view_transform, override
+from moco.config.schema import Config, ConfigError, apply_overrides, from_yaml, to_yaml
+from moco.core.model import MoCo
+from moco.data.loader import InMemoryLoader
+from moco.data.sources import ImageSplits, load_source
+from moco.encoders.resnet import build_encoder
+from moco.engine import checkpoint as ckpt_io
+from moco.engine.metrics import MetricsLog
+from moco.engine.schedule import lr_at
+from moco.engine.step import train_step
+from moco.eval.monitor import knn_accuracy
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is left as it was."""
+
+
+@dataclass(frozen=True)
+class Derived:
+    """Values computed once from the config and the data, saved apart from the config."""
+
+    device: str
+    lr: float  # optim.lr * batch_size / 256
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+    train_images: int
+    held_out_images: int
+    held_out: str
+    in_chans: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+@dataclass
+class PretrainResult:
+    run_dir: Path
+    checkpoint: Path
+    epochs: int
+    knn_top1: float | None  # final kNN top-1 on the held-out split
+    knn_top1_init: float | None  # the same network at random initialisation (epoch 0)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"run.device={name!r} but CUDA is not available; use cpu or auto")
+    return device
+
+
+def derive(cfg: Config, data: ImageSplits, device: torch.device) -> Derived:
+    steps = len(data.train_images) // cfg.optim.batch_size
+    if steps == 0:
+        raise ConfigError(
+            f"optim.batch_size={cfg.optim.batch_size} is larger than the "
+            f"{len(data.train_images)} training images"
+        )
+    mean, std = data.mean_std()
+    return Derived(
+        device=str(device),
+        lr=cfg.optim.lr * cfg.optim.batch_size / 256,
+        steps_per_epoch=steps,
+        total_steps=steps * cfg.optim.epochs,
+        warmup_steps=round(cfg.optim.warmup_epochs * steps),
+        train_images=len(data.train_images),
+        held_out_images=len(data.test_images),
+        held_out=data.held_out,
+        in_chans=data.channels,
+        mean=mean,
+        std=std,
+    )
+
+
+def build_model(cfg: Config, in_chans: int) -> MoCo:
+    m = cfg.model
+    encoder = build_encoder(
+        m.arch.value, m.dim, m.mlp, m.cifar_stem, in_chans, m.width, m.bn_splits
+    )
+    return MoCo(encoder, m.dim, m.queue_size, m.momentum, m.temperature, m.shuffle_keys)
+
+
+def _amp(cfg: Config, device: torch.device) -> tuple[torch.dtype | None, torch.amp.GradScaler | None]:
+    amp = cfg.optim.amp.value
+    if amp == "none":
+        return None, None
+    if amp == "bf16":
+        return torch.bfloat16, None
+    if device.type != "cuda":
+        raise ConfigError("optim.amp=fp16 needs a CUDA device; use bf16 on CPU")
+    return torch.float16, torch.amp.GradScaler("cuda")
+
+
+def _new_run_dir(cfg: Config) -> Path:
+    name = cfg.run.name or f"{cfg.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir = Path(cfg.run.out_dir) / name
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise FileExistsError(
+            f"run directory {str(run_dir)!r} already exists and is not empty; "
+            "choose another run.name, or continue it with --resume"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def pretrain(cfg: Config) -> PretrainResult:
+    """Pre-train with MoCo as ``cfg`` says, in a new run directory."""
+    return _run(cfg, None)
+
+
+RESUMABLE_KEYS = ("optim.epochs", "run.log_every", "run.progress", "run.device")
+
+
+def resume(checkpoint: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> PretrainResult:
+    """Continue a run from its checkpoint (file or run directory), in the same directory.
+
+    The run goes on with the config saved in the checkpoint; ``overrides`` may change
+    only ``RESUMABLE_KEYS`` (e.g. ``optim.epochs=400`` to train longer). The result is
+    the same weights as a run that was never interrupted.
+    """
+    state = ckpt_io.load(checkpoint)
+    for item in overrides:
+        key = item.split("=", 1)[0]
+        if key not in RESUMABLE_KEYS:
+            raise ConfigError(
+                f"cannot change {key!r} when resuming; only {', '.join(RESUMABLE_KEYS)} may change"
+            )
+    cfg = apply_overrides(from_yaml(state["config"]), overrides)
+    if cfg.optim.epochs < state["epoch"]:
+        raise ConfigError(
+            f"optim.epochs={cfg.optim.epochs} is below the {state['epoch']} epochs "
+            "the checkpoint has already trained"
+        )
+    return _run(cfg, state)
+
+
+def _run(cfg: Config, state: dict[str, Any] | None) -> PretrainResult:
+    if state is not None:
+        run_dir = Path(state["path"]).parent
+    device = resolve_device(cfg.run.device)
+    torch.manual_seed(cfg.run.seed)
+    data = load_source(cfg.data.source, cfg.data.holdout_fraction, cfg.run.seed)
+    derived = derive(cfg, data, device)
+
+    spec = override(PRESETS[cfg.augment.preset.value], scale=(cfg.augment.crop_min_scale, 1.0))
+    views = build_view_transform(spec, cfg.augment.size, data.channels, derived.mean, derived.std)
+    views = views.to(device)
+    model = build_model(cfg, data.channels).to(device)
+    optimizer = torch.optim.SGD(
+        model.encoder_q.parameters(),
+        lr=derived.lr,
+        momentum=cfg.optim.momentum,
+        weight_decay=cfg.optim.weight_decay,
+    )
+    amp_dtype, scaler = _amp(cfg, device)
+    loader = InMemoryLoader(
+        data.train_images, data.train_labels, cfg.optim.batch_size, device, cfg.run.seed
+    )
+
+    history: dict[str, Any] = {"knn": {}}
+    start_epoch, step = 0, 0
+    if state is not None:
+        model.load_state_dict(ckpt_io.from_official(state["state_dict"]))
+        optimizer.load_state_dict(state["optimizer"])
+        if scaler is not None and state.get("scaler") is not None:
+            scaler.load_state_dict(state["scaler"])
+        start_epoch, step, history = state["epoch"], state["step"], state["history"]
+    else:
+        run_dir = _new_run_dir(cfg)
+        (run_dir / "config.yaml").write_text(to_yaml(cfg))
+        (run_dir / "derived.json").write_text(json.dumps(dataclasses.asdict(derived), indent=2))
+    log = MetricsLog(run_dir)
+    ckpt_path = run_dir / "checkpoint.pth.tar"
+    knn_every = cfg.eval.knn_every
+
+    def save(epoch: int) -> None:
+        ckpt_io.save_atomic(
+            {
+                "epoch": epoch,
+                "arch": cfg.model.arch.value,
+                "state_dict": ckpt_io.to_official(model.state_dict()),
+                "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict() if scaler is not None else None,
+                "step": step,
+                "rng": ckpt_io.rng_state(),
+                "config": to_yaml(cfg),
+                "derived": dataclasses.asdict(derived),
+                "history": history,
+                "version": __version__,
+            },
+            ckpt_path,
+        )
+
+    def knn(epoch: int) -> None:
+        e = cfg.eval
+        top1 = knn_accuracy(
+            model.encoder_q, data, cfg.augment.size, derived.mean, derived.std,
+            e.knn_k, e.knn_t, e.knn_features.value, device,
+        )
+        history["knn"][epoch] = top1
+        log.log("knn", step, epoch=epoch, top1=top1)
+        tqdm.write(f"epoch {epoch}: kNN top-1 {top1:.4f} (k={cfg.eval.knn_k}, t={cfg.eval.knn_t})")
+
+    if state is None:
+        if knn_every > 0:
+            knn(0)  # the random-init baseline every run reports
+        save(0)
+    else:
+        ckpt_io.set_rng_state(state["rng"])
+
+    model.train()
+    for epoch in range(start_epoch, cfg.optim.epochs):
+        loader.set_epoch(epoch)
+        bar = tqdm(
+            loader, desc=f"epoch {epoch + 1}/{cfg.optim.epochs}", disable=not cfg.run.progress,
+            leave=False, dynamic_ncols=True,
+        )
+        loss_sum = torch.zeros((), device=device)
+        correct_sum = torch.zeros((), device=device)
+        seen, t0 = 0, time.perf_counter()
+        for images, _, _ in bar:
+            lr = lr_at(
+                step, derived.lr, derived.total_steps, derived.steps_per_epoch,
+                cfg.optim.schedule.value, cfg.optim.milestones, derived.warmup_steps,
+            )
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            x_q, x_k = views(images), views(images)
+            out = train_step(model, optimizer, x_q, x_k, scaler, amp_dtype)
+            loss_sum += out.loss.detach().float()
+            correct_sum += out.correct.sum()
+            seen += len(images)
+            step += 1
+            if step % cfg.run.log_every == 0 or seen == len(loader) * loader.batch_size:
+                n_steps = seen // loader.batch_size
+                loss = loss_sum.item() / n_steps  # the only host sync, once per log interval
+                if not torch.isfinite(torch.tensor(loss)):
+                    log.close()
+                    raise NonFiniteLossError(
+                        f"loss is {loss} at step {step} (epoch {epoch + 1}); stopped without "
+                        f"saving. The last good checkpoint is {ckpt_path} (epoch {epoch}). "
+                        "Lower optim.lr, or turn off optim.amp."
+                    )
+                acc = correct_sum.item() / seen
+                ips = seen / (time.perf_counter() - t0)
+                log.log("train", step, epoch=epoch + 1, loss=loss, pretext_acc=acc, lr=lr, images_per_s=ips)
+                bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.3f}", lr=f"{lr:.4f}", ips=f"{ips:.0f}")
+        done = epoch + 1
+        if knn_every > 0 and (done % knn_every == 0 or done == cfg.optim.epochs):
+            knn(done)
+        save(done)
+        loss_ep = loss_sum.item() / max(1, len(loader))
+        tqdm.write(f"epoch {done}/{cfg.optim.epochs}: loss {loss_ep:.4f} "
+                   f"pretext acc {correct_sum.item() / max(1, seen):.3f} lr {lr:.4g}")
+    log.close()
+    knn_hist = {int(k): v for k, v in history["knn"].items()}
+    final = knn_hist.get(cfg.optim.epochs)
+    result = PretrainResult(run_dir, ckpt_path, cfg.optim.epochs, final, knn_hist.get(0))
+    (run_dir / "result.json").write_text(json.dumps({
+        "checkpoint": str(ckpt_path), "epochs": cfg.optim.epochs, "data": data.name,
+        "held_out": data.held_out, "knn_top1": final, "knn_top1_random_init": knn_hist.get(0),
+        "knn": {"k": cfg.eval.knn_k, "t": cfg.eval.knn_t, "features": cfg.eval.knn_features.value},
+        "knn_history": knn_hist, "version": __version__,
+    }, indent=2))
+    return result
+
+

@@ -1,0 +1,73 @@
+"""kNN accuracy of a MoCo encoder on an ImageSplits: the training-time monitor and `moco knn`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from moco.augment.views import build_eval_transform
+from moco.data.sources import ImageSplits, load_source
+from moco.encoders.resnet import ResNet
+from moco.eval.features import extract_features
+from moco.eval.knn import knn_top1
+
+
+@torch.no_grad()
+def knn_accuracy(
+    encoder: ResNet,
+    data: ImageSplits,
+    size: int,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    k: int = 200,
+    t: float = 0.1,
+    features: str = "backbone",
+    device: torch.device | str = "cpu",
+) -> float:
+    """Weighted kNN top-1 on the held-out split; memory = the training split, no augmentation.
+
+    The encoder is evaluated in eval mode (BN running statistics) and put back in the
+    mode it was in.
+    """
+    transform = build_eval_transform(size, mean, std, data.image_size).to(device)
+    was_training = encoder.training
+    encoder.eval()
+    fwd = encoder.forward_features if features == "backbone" else encoder
+    try:
+        train = extract_features(fwd, data.train_images, transform, device=device)
+        test = extract_features(fwd, data.test_images, transform, device=device)
+    finally:
+        encoder.train(was_training)
+    return knn_top1(train, data.train_labels, test, data.test_labels, k, t)
+
+
+def knn_of_checkpoint(
+    path: str | Path,
+    source: str | None = None,
+    k: int = 200,
+    t: float = 0.1,
+    features: str = "backbone",
+    device: str = "auto",
+) -> tuple[float, str]:
+    """kNN top-1 of a moco checkpoint's query encoder, and a line saying what was measured."""
+    from moco.config.schema import from_yaml
+    from moco.engine import checkpoint as ckpt_io
+    from moco.engine.train import build_model, resolve_device
+
+    state = ckpt_io.load(path)
+    if "config" not in state:
+        raise ckpt_io.CheckpointError(
+            f"{state['path']} has no moco config (an official checkpoint?); "
+            "only checkpoints written by moco are supported here"
+        )
+    cfg = from_yaml(state["config"])
+    dev = resolve_device(device)
+    data = load_source(source or cfg.data.source, cfg.data.holdout_fraction, cfg.run.seed)
+    model = build_model(cfg, data.channels)
+    model.load_state_dict(ckpt_io.from_official(state["state_dict"]))
+    mean, std = tuple(state["derived"]["mean"]), tuple(state["derived"]["std"])
+    top1 = knn_accuracy(model.encoder_q.to(dev), data, cfg.augment.size, mean, std, k, t, features, dev)
+    info = (f"checkpoint {state['path']} epoch {state['epoch']}, data {data.name}, "
+            f"held-out {data.held_out} ({len(data.test_images)} images), k={k}, t={t}, {features}")
+    return top1, info
