@@ -22,7 +22,9 @@ def subset(prefix: str, per_class: int, rng: np.random.Generator) -> None:
     x = read_idx(SRC / f"{prefix}-images-idx3-ubyte.gz")
     y = read_idx(SRC / f"{prefix}-labels-idx1-ubyte.gz")
     idx = np.sort(
-        np.concatenate([rng.choice(np.flatnonzero(y == c), per_class, replace=False) for c in range(10)])
+        np.concatenate(
+            [rng.choice(np.flatnonzero(y == c), per_class, replace=False) for c in range(10)]
+        )
     )
     write_idx(DST / f"{prefix}-images-idx3-ubyte.gz", x[idx])
     write_idx(DST / f"{prefix}-labels-idx1-ubyte.gz", y[idx])

@@ -42,7 +42,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
 
-    sub.add_parser("presets", help="list the presets", description="List the presets, one line each.")
+    sub.add_parser(
+        "presets", help="list the presets", description="List the presets, one line each."
+    )
 
     k = sub.add_parser(
         "knn",
@@ -54,11 +56,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     k.add_argument("--data", help="data source (default: the one the checkpoint trained on)")
     k.add_argument("--k", type=int, default=200, help="neighbours (default 200)")
     k.add_argument("--t", type=float, default=0.1, help="temperature of the vote weights (0.1)")
-    k.add_argument("--features", choices=["backbone", "head"], default="backbone",
-                   help="pooled backbone features (default) or the head's embedding")
+    k.add_argument(
+        "--features",
+        choices=["backbone", "head"],
+        default="backbone",
+        help="pooled backbone features (default) or the head's embedding",
+    )
     k.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
 
-    args = parser.parse_args(argv)
+    # overrides may come before or after options: collect the leftovers as overrides
+    args, extra = parser.parse_known_args(argv)
+    if extra and (args.command != "pretrain" or any(e.startswith("-") for e in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
     if args.command is None:
         parser.print_help()
         return 2
@@ -80,8 +91,9 @@ def _pretrain(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.resume:
         if args.data or args.out or args.preset != "default":
-            raise ValueError("--resume continues a run with its saved config; "
-                             "drop --preset/--data/--out")
+            raise ValueError(
+                "--resume continues a run with its saved config; drop --preset/--data/--out"
+            )
         result = resume(args.resume, overrides)
     else:
         if args.data:
@@ -95,8 +107,10 @@ def _pretrain(args: argparse.Namespace) -> int:
         result = pretrain(cfg)
     init = "n/a" if result.knn_top1_init is None else f"{result.knn_top1_init:.4f}"
     final = "n/a" if result.knn_top1 is None else f"{result.knn_top1:.4f}"
-    print(f"done: {result.epochs} epochs, kNN top-1 {final} (random init {init}); "
-          f"run directory {result.run_dir}")
+    print(
+        f"done: {result.epochs} epochs, kNN top-1 {final} (random init {init}); "
+        f"run directory {result.run_dir}"
+    )
     return 0
 
 
@@ -113,7 +127,9 @@ def _presets(args: argparse.Namespace) -> int:
 def _knn(args: argparse.Namespace) -> int:
     from moco.eval.monitor import knn_of_checkpoint
 
-    top1, info = knn_of_checkpoint(args.checkpoint, args.data, args.k, args.t, args.features, args.device)
+    top1, info = knn_of_checkpoint(
+        args.checkpoint, args.data, args.k, args.t, args.features, args.device
+    )
     print(f"kNN top-1 {top1:.4f}  ({info})")
     return 0
 

@@ -44,7 +44,7 @@ PRESETS: dict[str, ViewSpec] = {
 
 def blur_kernel_size(size: int) -> int:
     """Odd kernel of about 10 % of the image side (23 at 224, 3 at 32), as in SimCLR."""
-    return 2 * max(1, round(0.05 * size)) + 1
+    return max(3, int(0.1 * size)) | 1
 
 
 class _ToFloat(nn.Module):

@@ -185,7 +185,10 @@ def validate(cfg: Config) -> None:
     checks: list[tuple[bool, str]] = [
         (cfg.model.width > 0, "model.width must be > 0"),
         (cfg.model.dim > 0, "model.dim must be > 0"),
-        (cfg.model.queue_size >= cfg.optim.batch_size, "model.queue_size must be >= optim.batch_size"),
+        (
+            cfg.model.queue_size >= cfg.optim.batch_size,
+            "model.queue_size must be >= optim.batch_size",
+        ),
         (0.0 <= cfg.model.momentum <= 1.0, "model.momentum must be in [0, 1]"),
         (cfg.model.temperature > 0, "model.temperature must be > 0"),
         (cfg.model.bn_splits >= 1, "model.bn_splits must be >= 1"),

@@ -41,6 +41,9 @@ class MoCo(nn.Module):
             device, or one group per process when distributed).
     """
 
+    queue: torch.Tensor
+    queue_ptr: torch.Tensor
+
     def __init__(
         self,
         encoder: nn.Module,

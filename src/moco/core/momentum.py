@@ -17,8 +17,8 @@ def momentum_update(key_encoder: nn.Module, query_encoder: nn.Module, m: float) 
     """
     if not 0.0 <= m <= 1.0:
         raise ValueError(f"momentum m must be in [0, 1], got {m}")
-    k_params = list(key_encoder.parameters())
-    q_params = list(query_encoder.parameters())
+    k_params: list[torch.Tensor] = list(key_encoder.parameters())
+    q_params: list[torch.Tensor] = list(query_encoder.parameters())
     if len(k_params) != len(q_params):
         raise ValueError("key and query encoders have different parameter lists")
     torch._foreach_lerp_(k_params, q_params, 1.0 - m)

@@ -40,7 +40,8 @@ class SplitBatchNorm2d(nn.BatchNorm2d):
             raise ValueError(f"batch of {n} is not divisible into {g} BN groups (bn_splits)")
         if self.momentum is None:
             raise ValueError("SplitBatchNorm2d needs a float momentum")
-        self.num_batches_tracked.add_(1)
+        if self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
         # (G, n/G, C, H, W) -> (n/G, G*C, H, W): each group's channels become separate
         # channels of one BN call, so one kernel normalises all groups.
         xs = x.view(g, n // g, c, h, w).transpose(0, 1).reshape(n // g, g * c, h, w)
@@ -49,7 +50,8 @@ class SplitBatchNorm2d(nn.BatchNorm2d):
         weight = self.weight.repeat(g) if self.weight is not None else None
         bias = self.bias.repeat(g) if self.bias is not None else None
         out = F.batch_norm(xs, mean, var, weight, bias, True, self.momentum, self.eps)
-        if mean is not None and var is not None:
+        if self.running_mean is not None and self.running_var is not None:
+            assert mean is not None and var is not None
             with torch.no_grad():
                 self.running_mean.copy_(mean.view(g, c).mean(dim=0))
                 self.running_var.copy_(var.view(g, c).mean(dim=0))

@@ -10,9 +10,11 @@ import gzip
 import struct
 from pathlib import Path
 
+from typing import Any
+
 import numpy as np
 
-_DTYPES = {
+_DTYPES: dict[int, np.dtype[Any]] = {
     0x08: np.dtype(np.uint8),
     0x09: np.dtype(np.int8),
     0x0B: np.dtype(">i2"),
@@ -50,7 +52,11 @@ def read_idx(path: str | Path) -> np.ndarray:
             f"{path}: truncated or padded IDX file: header says shape {shape} "
             f"({expected} bytes of data), file has {got}"
         )
-    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+    return (
+        np.frombuffer(raw, dtype=dtype, offset=header)
+        .reshape(shape)
+        .astype(dtype.newbyteorder("="))
+    )
 
 
 def write_idx(path: str | Path, array: np.ndarray) -> None:

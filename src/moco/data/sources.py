@@ -80,7 +80,9 @@ def _find(root: Path, prefix: str) -> Path | None:
 def _images(path: Path) -> torch.Tensor:
     arr = read_idx(path)
     if arr.dtype != np.uint8 or arr.ndim not in (3, 4):
-        raise DataSourceError(f"{path}: expected uint8 images (N, H, W[, C]), got {arr.dtype} {arr.shape}")
+        raise DataSourceError(
+            f"{path}: expected uint8 images (N, H, W[, C]), got {arr.dtype} {arr.shape}"
+        )
     t = torch.from_numpy(arr.copy())
     return t.unsqueeze(1) if arr.ndim == 3 else t.permute(0, 3, 1, 2).contiguous()
 

@@ -101,7 +101,9 @@ def build_model(cfg: Config, in_chans: int) -> MoCo:
     return MoCo(encoder, m.dim, m.queue_size, m.momentum, m.temperature, m.shuffle_keys)
 
 
-def _amp(cfg: Config, device: torch.device) -> tuple[torch.dtype | None, torch.amp.GradScaler | None]:
+def _amp(
+    cfg: Config, device: torch.device
+) -> tuple[torch.dtype | None, torch.amp.GradScaler | None]:
     amp = cfg.optim.amp.value
     if amp == "none":
         return None, None
@@ -215,8 +217,15 @@ def _run(cfg: Config, state: dict[str, Any] | None) -> PretrainResult:
     def knn(epoch: int) -> None:
         e = cfg.eval
         top1 = knn_accuracy(
-            model.encoder_q, data, cfg.augment.size, derived.mean, derived.std,
-            e.knn_k, e.knn_t, e.knn_features.value, device,
+            model.encoder_q,
+            data,
+            cfg.augment.size,
+            derived.mean,
+            derived.std,
+            e.knn_k,
+            e.knn_t,
+            e.knn_features.value,
+            device,
         )
         history["knn"][epoch] = top1
         log.log("knn", step, epoch=epoch, top1=top1)
@@ -233,16 +242,24 @@ def _run(cfg: Config, state: dict[str, Any] | None) -> PretrainResult:
     for epoch in range(start_epoch, cfg.optim.epochs):
         loader.set_epoch(epoch)
         bar = tqdm(
-            loader, desc=f"epoch {epoch + 1}/{cfg.optim.epochs}", disable=not cfg.run.progress,
-            leave=False, dynamic_ncols=True,
+            loader,
+            desc=f"epoch {epoch + 1}/{cfg.optim.epochs}",
+            disable=not cfg.run.progress,
+            leave=False,
+            dynamic_ncols=True,
         )
         loss_sum = torch.zeros((), device=device)
         correct_sum = torch.zeros((), device=device)
         seen, t0 = 0, time.perf_counter()
         for images, _, _ in bar:
             lr = lr_at(
-                step, derived.lr, derived.total_steps, derived.steps_per_epoch,
-                cfg.optim.schedule.value, cfg.optim.milestones, derived.warmup_steps,
+                step,
+                derived.lr,
+                derived.total_steps,
+                derived.steps_per_epoch,
+                cfg.optim.schedule.value,
+                cfg.optim.milestones,
+                derived.warmup_steps,
             )
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -264,25 +281,49 @@ def _run(cfg: Config, state: dict[str, Any] | None) -> PretrainResult:
                     )
                 acc = correct_sum.item() / seen
                 ips = seen / (time.perf_counter() - t0)
-                log.log("train", step, epoch=epoch + 1, loss=loss, pretext_acc=acc, lr=lr, images_per_s=ips)
-                bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.3f}", lr=f"{lr:.4f}", ips=f"{ips:.0f}")
+                log.log(
+                    "train",
+                    step,
+                    epoch=epoch + 1,
+                    loss=loss,
+                    pretext_acc=acc,
+                    lr=lr,
+                    images_per_s=ips,
+                )
+                bar.set_postfix(
+                    loss=f"{loss:.3f}", acc=f"{acc:.3f}", lr=f"{lr:.4f}", ips=f"{ips:.0f}"
+                )
         done = epoch + 1
         if knn_every > 0 and (done % knn_every == 0 or done == cfg.optim.epochs):
             knn(done)
         save(done)
         loss_ep = loss_sum.item() / max(1, len(loader))
-        tqdm.write(f"epoch {done}/{cfg.optim.epochs}: loss {loss_ep:.4f} "
-                   f"pretext acc {correct_sum.item() / max(1, seen):.3f} lr {lr:.4g}")
+        tqdm.write(
+            f"epoch {done}/{cfg.optim.epochs}: loss {loss_ep:.4f} "
+            f"pretext acc {correct_sum.item() / max(1, seen):.3f} lr {lr:.4g}"
+        )
     log.close()
     knn_hist = {int(k): v for k, v in history["knn"].items()}
     final = knn_hist.get(cfg.optim.epochs)
     result = PretrainResult(run_dir, ckpt_path, cfg.optim.epochs, final, knn_hist.get(0))
-    (run_dir / "result.json").write_text(json.dumps({
-        "checkpoint": str(ckpt_path), "epochs": cfg.optim.epochs, "data": data.name,
-        "held_out": data.held_out, "knn_top1": final, "knn_top1_random_init": knn_hist.get(0),
-        "knn": {"k": cfg.eval.knn_k, "t": cfg.eval.knn_t, "features": cfg.eval.knn_features.value},
-        "knn_history": knn_hist, "version": __version__,
-    }, indent=2))
+    (run_dir / "result.json").write_text(
+        json.dumps(
+            {
+                "checkpoint": str(ckpt_path),
+                "epochs": cfg.optim.epochs,
+                "data": data.name,
+                "held_out": data.held_out,
+                "knn_top1": final,
+                "knn_top1_random_init": knn_hist.get(0),
+                "knn": {
+                    "k": cfg.eval.knn_k,
+                    "t": cfg.eval.knn_t,
+                    "features": cfg.eval.knn_features.value,
+                },
+                "knn_history": knn_hist,
+                "version": __version__,
+            },
+            indent=2,
+        )
+    )
     return result
-
-

@@ -51,5 +51,7 @@ def knn_top1(
 ) -> float:
     """Top-1 accuracy in [0, 1] of the weighted kNN classifier on the test features."""
     num_classes = int(max(train_labels.max().item(), test_labels.max().item())) + 1
-    pred = knn_predict(test_features, train_features, train_labels.to(train_features.device), num_classes, k, t)
+    pred = knn_predict(
+        test_features, train_features, train_labels.to(train_features.device), num_classes, k, t
+    )
     return (pred.cpu() == test_labels.cpu()).float().mean().item()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import torch
+from torch import nn
 
 from moco.augment.views import build_eval_transform
 from moco.data.sources import ImageSplits, load_source
@@ -15,7 +17,7 @@ from moco.eval.knn import knn_top1
 
 @torch.no_grad()
 def knn_accuracy(
-    encoder: ResNet,
+    encoder: nn.Module,
     data: ImageSplits,
     size: int,
     mean: tuple[float, ...],
@@ -33,7 +35,7 @@ def knn_accuracy(
     transform = build_eval_transform(size, mean, std, data.image_size).to(device)
     was_training = encoder.training
     encoder.eval()
-    fwd = encoder.forward_features if features == "backbone" else encoder
+    fwd = cast(ResNet, encoder).forward_features if features == "backbone" else encoder
     try:
         train = extract_features(fwd, data.train_images, transform, device=device)
         test = extract_features(fwd, data.test_images, transform, device=device)
@@ -67,7 +69,11 @@ def knn_of_checkpoint(
     model = build_model(cfg, data.channels)
     model.load_state_dict(ckpt_io.from_official(state["state_dict"]))
     mean, std = tuple(state["derived"]["mean"]), tuple(state["derived"]["std"])
-    top1 = knn_accuracy(model.encoder_q.to(dev), data, cfg.augment.size, mean, std, k, t, features, dev)
-    info = (f"checkpoint {state['path']} epoch {state['epoch']}, data {data.name}, "
-            f"held-out {data.held_out} ({len(data.test_images)} images), k={k}, t={t}, {features}")
+    top1 = knn_accuracy(
+        model.encoder_q.to(dev), data, cfg.augment.size, mean, std, k, t, features, dev
+    )
+    info = (
+        f"checkpoint {state['path']} epoch {state['epoch']}, data {data.name}, "
+        f"held-out {data.held_out} ({len(data.test_images)} images), k={k}, t={t}, {features}"
+    )
     return top1, info

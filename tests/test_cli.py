@@ -1,0 +1,80 @@
+"""The command line: listing, bad input with clear messages, pretrain + knn end to end."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from moco.cli import main
+
+
+def test_presets_lists_every_preset(capsys):
+    assert main(["presets"]) == 0
+    out = capsys.readouterr().out
+    for name in ("default", "moco_v1_imagenet", "moco_v2_imagenet", "moco_cifar_demo"):
+        assert name in out
+
+
+def test_help_everywhere():
+    for argv in (["--help"], ["pretrain", "--help"], ["knn", "--help"], ["presets", "--help"]):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["pretrain", "--data", "/no/such/dir"], "data directory '/no/such/dir' does not exist"),
+        (["pretrain", "--preset", "moco_v9"], "unknown preset 'moco_v9'; available"),
+        (["pretrain", "optim.epochz=3"], "unknown config key 'optim.epochz'"),
+        (["pretrain", "model.arch=vgg"], "model.arch"),
+        (["knn", "/no/such/checkpoint.pth.tar"], "does not exist"),
+    ],
+)
+def test_bad_input_fails_with_a_clear_message(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_truncated_idx_file_is_reported(tmp_path, capsys, tiny_idx):
+    f = tiny_idx / "train-images-idx3-ubyte.gz"
+    f.write_bytes(f.read_bytes()[:500])
+    assert main(["pretrain", "--data", str(tiny_idx), "--out", str(tmp_path / "r")]) == 1
+    assert "cannot read IDX data" in capsys.readouterr().err
+
+
+def test_pretrain_then_knn_from_the_command_line(tmp_path, tiny_idx):
+    out = tmp_path / "runs"
+    cmd = [
+        sys.executable,
+        "-m",
+        "moco",
+        "pretrain",
+        "--data",
+        str(tiny_idx),
+        "--out",
+        str(out),
+        "model.width=0.125",
+        "model.queue_size=128",
+        "optim.batch_size=64",
+        "optim.epochs=1",
+        "eval.knn_k=20",
+        "run.name=cli",
+        "run.progress=false",
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    last = done.stdout.strip().splitlines()[-1]
+    assert last.startswith("done: 1 epochs, kNN top-1 ") and "random init" in last
+    result = json.loads((out / "cli" / "result.json").read_text())
+    knn = subprocess.run(
+        [sys.executable, "-m", "moco", "knn", str(out / "cli"), "--k", "20"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert f"kNN top-1 {result['knn_top1']:.4f}" in knn.stdout  # same number, recomputed
