@@ -76,8 +76,11 @@ def build_view_transform(
     if channels == 3 and spec.grayscale_p > 0:
         ops.append(K.RandomGrayscale(p=spec.grayscale_p))
     if spec.blur_p > 0:
+        # sigma is given in pixels of a 224 crop (MoCo v2: [0.1, 2]); scale it with the
+        # image so a 28-pixel view is blurred as much, relative to its size, as a 224 one
+        sigma = (spec.blur_sigma[0] * size / 224, spec.blur_sigma[1] * size / 224)
         k = blur_kernel_size(size)
-        ops.append(K.RandomGaussianBlur((k, k), spec.blur_sigma, p=spec.blur_p))
+        ops.append(K.RandomGaussianBlur((k, k), sigma, p=spec.blur_p))
     if spec.flip_p > 0:
         ops.append(K.RandomHorizontalFlip(p=spec.flip_p))
     ops.append(K.Normalize(torch.tensor(mean), torch.tensor(std)))

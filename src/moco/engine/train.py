@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -190,8 +191,9 @@ def _run(cfg: Config, state: dict[str, Any] | None) -> PretrainResult:
         start_epoch, step, history = state["epoch"], state["step"], state["history"]
     else:
         run_dir = _new_run_dir(cfg)
-        (run_dir / "config.yaml").write_text(to_yaml(cfg))
-        (run_dir / "derived.json").write_text(json.dumps(dataclasses.asdict(derived), indent=2))
+    # what runs from here on (a resume may have changed optim.epochs, hence total steps)
+    (run_dir / "config.yaml").write_text(to_yaml(cfg))
+    (run_dir / "derived.json").write_text(json.dumps(dataclasses.asdict(derived), indent=2))
     log = MetricsLog(run_dir)
     ckpt_path = run_dir / "checkpoint.pth.tar"
     knn_every = cfg.eval.knn_every
@@ -271,8 +273,9 @@ def _run(cfg: Config, state: dict[str, Any] | None) -> PretrainResult:
             step += 1
             if step % cfg.run.log_every == 0 or seen == len(loader) * loader.batch_size:
                 n_steps = seen // loader.batch_size
-                loss = loss_sum.item() / n_steps  # the only host sync, once per log interval
-                if not torch.isfinite(torch.tensor(loss)):
+                # running means over the epoch so far; the only host syncs of the loop
+                loss = loss_sum.item() / n_steps
+                if not math.isfinite(loss):
                     log.close()
                     raise NonFiniteLossError(
                         f"loss is {loss} at step {step} (epoch {epoch + 1}); stopped without "
