@@ -195,6 +195,12 @@ def _run(cfg: Config, state: dict[str, Any] | None) -> PretrainResult:
     (run_dir / "config.yaml").write_text(to_yaml(cfg))
     (run_dir / "derived.json").write_text(json.dumps(dataclasses.asdict(derived), indent=2))
     log = MetricsLog(run_dir)
+    tqdm.write(
+        f"{'resuming' if state is not None else 'run'} {run_dir}: {cfg.preset} on {data.name} "
+        f"({derived.train_images} train / {derived.held_out_images} held-out images, "
+        f"{derived.held_out}); {derived.device}, lr {derived.lr:.4g}, "
+        f"{derived.steps_per_epoch} steps/epoch"
+    )
     ckpt_path = run_dir / "checkpoint.pth.tar"
     knn_every = cfg.eval.knn_every
 
