@@ -128,6 +128,10 @@ def main(argv: list[str] | None = None) -> None:
         info_nce(q, k, queue, TAU).loss.backward()
         q.grad = None
 
+    def key_forward() -> None:  # what MoCo adds to a supervised step, by the method
+        with torch.no_grad():
+            model.encoder_k(x_k)
+
     pieces: dict[str, Callable[[], object]] = {
         "momentum update": model.momentum_update,
         "enqueue": lambda: model.enqueue(k),
@@ -135,11 +139,17 @@ def main(argv: list[str] | None = None) -> None:
         "loss fwd+bwd": loss_forward_backward,
     }
     time_it = timer(device)
-    times: dict[str, list[float]] = {"sup": [], "moco": [], **{p: [] for p in pieces}}
+    times: dict[str, list[float]] = {
+        "sup": [],
+        "moco": [],
+        "key fwd": [],
+        **{p: [] for p in pieces},
+    }
     for r in range(args.warmup + args.repeats):
         sample = {
             "sup": time_it(supervised_step, 1),
             "moco": time_it(lambda: train_step(model, opt_moco, x_q, x_k), 1),
+            "key fwd": time_it(key_forward, 1),
             **{p: time_it(fn, args.inner) for p, fn in pieces.items()},
         }
         if r >= args.warmup:
@@ -158,6 +168,12 @@ def main(argv: list[str] | None = None) -> None:
         f"MoCo / supervised  {med['moco'] / med['sup']:.2f}  (floor ~1.33; per-round "
         f"range {ratios[0]:.2f}-{ratios[-1]:.2f})"
     )
+    floor = (med["sup"] + med["key fwd"]) / med["sup"]
+    print(
+        f"measured floor     {floor:.2f}  (supervised step + one no-grad key forward, "
+        f"{med['key fwd'] * 1e3:.1f} ms: the method's own cost on this machine)"
+    )
+    print(f"overhead over it   {med['moco'] / med['sup'] / floor:.2f}x")
     print("share of the MoCo step (isolated, median per call):")
     for p in pieces:
         print(f"  {p:<16} {med[p] * 1e3:8.2f} ms  {100 * med[p] / med['moco']:5.1f} %")
