@@ -145,3 +145,23 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_idx, tmp_path
     ck = ckpt_io.load(tmp_path / "nan")
     assert ck["epoch"] == 1
     assert all(torch.isfinite(v.float()).all() for v in ck["state_dict"].values())
+
+
+def test_official_lincls_key_logic_reads_our_checkpoint_into_torchvision():
+    """main_lincls.py keeps ``module.encoder_q.*`` minus ``fc`` and strips the prefix."""
+    import torchvision
+
+    from moco.core.model import MoCo
+    from moco.encoders.resnet import build_encoder
+
+    model = MoCo(build_encoder("resnet18", 128, mlp=True, bn_splits=8), 128, 256)
+    state = ckpt_io.to_official(model.state_dict())
+    backbone = {
+        k[len("module.encoder_q.") :]: v
+        for k, v in state.items()
+        if k.startswith("module.encoder_q") and not k.startswith("module.encoder_q.fc")
+    }
+    net = torchvision.models.resnet18()
+    missing, unexpected = net.load_state_dict(backbone, strict=False)
+    assert set(missing) == {"fc.weight", "fc.bias"} and not unexpected
+    assert torch.equal(net.conv1.weight, model.encoder_q.conv1.weight)
