@@ -51,3 +51,20 @@ def test_bad_values_name_the_key_and_what_is_allowed():
 def test_yaml_round_trip():
     cfg = load_config("moco_cifar_demo", ["optim.epochs=7"])
     assert from_yaml(to_yaml(cfg)) == cfg
+
+
+@pytest.mark.parametrize("preset", sorted(list_presets()))
+def test_every_preset_builds_and_takes_a_step(preset):
+    import torch
+
+    from moco.engine.step import train_step
+    from moco.engine.train import build_model
+
+    cfg = load_config(preset)
+    model = build_model(cfg, in_chans=3)
+    assert model.queue.shape == (cfg.model.dim, cfg.model.queue_size)
+    opt = torch.optim.SGD(model.encoder_q.parameters(), lr=cfg.optim.lr)
+    n = 2 * cfg.model.bn_splits
+    x = torch.randn(n, 3, 32, 32)
+    out = train_step(model, opt, x, x.flip(3))
+    assert torch.isfinite(out.loss) and model.queue_ptr.item() == n
