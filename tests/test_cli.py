@@ -78,3 +78,23 @@ def test_pretrain_then_knn_from_the_command_line(tmp_path, tiny_idx):
         check=True,
     )
     assert f"kNN top-1 {result['knn_top1']:.4f}" in knn.stdout  # same number, recomputed
+
+
+def test_export_torchvision_from_the_command_line(tmp_path, capsys):
+    import torch
+    import torchvision
+
+    from moco.core.model import MoCo
+    from moco.encoders.resnet import build_encoder
+    from moco.engine import checkpoint as ckpt_io
+
+    model = MoCo(build_encoder("resnet18", 128, mlp=True), 128, 256)
+    ckpt = tmp_path / "official.pth.tar"  # the official layout: state_dict + arch
+    torch.save({"arch": "resnet18", "state_dict": ckpt_io.to_official(model.state_dict())}, ckpt)
+    assert (
+        main(["export", str(ckpt), "--out", str(tmp_path / "r18.pth"), "--num-classes", "7"]) == 0
+    )
+    assert "torchvision resnet18" in capsys.readouterr().out
+    net = torchvision.models.resnet18(num_classes=7)
+    net.load_state_dict(torch.load(tmp_path / "r18.pth"), strict=True)
+    assert torch.equal(net.layer1[0].conv1.weight, model.encoder_q.layer1[0].conv1.weight)

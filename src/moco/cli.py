@@ -12,6 +12,7 @@ EXAMPLES = """examples:
   moco pretrain --resume runs/default-20260101-120000
   moco presets
   moco knn runs/default-20260101-120000/checkpoint.pth.tar
+  moco export runs/RUN --format torchvision --out resnet.pth
 """
 
 
@@ -65,6 +66,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     k.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
 
     # overrides may come before or after options: collect the leftovers as overrides
+    x = sub.add_parser(
+        "export",
+        help="convert a checkpoint's encoder for another library",
+        description="Write the query encoder of a MoCo checkpoint (ours or official) as a "
+        "state dict for another library. torchvision: loads with strict=True into "
+        "torchvision.models.<arch>(num_classes=N); the projection head is dropped and fc "
+        "re-initialised (--fc init) or left out (--fc drop).",
+    )
+    x.add_argument("checkpoint", help="checkpoint file or run directory")
+    x.add_argument("--format", choices=["torchvision"], default="torchvision")
+    x.add_argument("--out", required=True, help="output file (torch.save of a state dict)")
+    x.add_argument("--num-classes", type=int, default=1000, help="fc outputs (default 1000)")
+    x.add_argument("--fc", choices=["init", "drop"], default="init")
+
     args, extra = parser.parse_known_args(argv)
     if extra and (args.command != "pretrain" or any(e.startswith("-") for e in extra)):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -134,7 +149,26 @@ def _knn(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"pretrain": _pretrain, "presets": _presets, "knn": _knn}
+def _export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from moco.engine import checkpoint as ckpt_io
+    from moco.export import to_torchvision
+
+    state = ckpt_io.load(args.checkpoint)
+    if "arch" not in state:
+        raise ckpt_io.CheckpointError(f"{state['path']} does not say its 'arch'")
+    out = to_torchvision(state["state_dict"], state["arch"], args.num_classes, args.fc)
+    path = Path(args.out)
+    ckpt_io.save_atomic(dict(out), path)
+    print(
+        f"wrote {path}: torchvision {state['arch']} state dict, {len(out)} tensors, "
+        f"fc {'re-initialised' if args.fc == 'init' else 'dropped'}"
+    )
+    return 0
+
+
+COMMANDS = {"pretrain": _pretrain, "presets": _presets, "knn": _knn, "export": _export}
 
 
 if __name__ == "__main__":

@@ -1,0 +1,80 @@
+"""MoCo checkpoint -> torchvision ResNet state dict.
+
+Works on our checkpoints and on the official ones alike: both keep the query encoder
+under ``module.encoder_q.`` (``encoder_q.`` without DDP). The projection head
+(``fc``, or ``fc.0`` / ``fc.2`` for the v2 MLP) is pre-training only (MoCo Sec. 3.3,
+v2 Sec. 2) and is dropped; ``fc`` is then either left out or re-initialised as
+torchvision initialises a fresh ``Linear``, so that the result loads with
+``strict=True`` into ``torchvision.models.resnetXX(num_classes=...)``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torchvision
+from torch import nn
+
+ENCODER_PREFIXES = ("module.encoder_q.", "encoder_q.")
+
+
+class ExportError(ValueError):
+    """The state dict does not have the keys or shapes the target format needs."""
+
+
+def encoder_state(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The query encoder's backbone (head dropped), with torchvision's key names."""
+    for prefix in ENCODER_PREFIXES:
+        keys = [k for k in state_dict if k.startswith(prefix)]
+        if keys:
+            return {
+                k[len(prefix) :]: state_dict[k]
+                for k in keys
+                if not k[len(prefix) :].startswith("fc.") and k[len(prefix) :] != "fc"
+            }
+    raise ExportError(
+        f"no query encoder in this state dict: expected keys starting with {ENCODER_PREFIXES}"
+    )
+
+
+def to_torchvision(
+    state_dict: dict[str, torch.Tensor],
+    arch: str,
+    num_classes: int = 1000,
+    fc: str = "init",
+) -> dict[str, torch.Tensor]:
+    """A state dict for ``torchvision.models.<arch>(num_classes=num_classes)``.
+
+    ``fc="init"`` adds a freshly initialised classifier (loads with strict=True);
+    ``fc="drop"`` leaves it out (load with strict=False; only fc.* will be missing).
+    Raises :class:`ExportError` naming the keys or shapes that do not match, e.g. for a
+    CIFAR-stem, greyscale or width-scaled encoder, which torchvision cannot hold.
+    """
+    if fc not in ("init", "drop"):
+        raise ExportError(f"fc must be 'init' or 'drop', got {fc!r}")
+    if not hasattr(torchvision.models, arch) or not arch.startswith("resnet"):
+        raise ExportError(f"unknown torchvision ResNet {arch!r}")
+    backbone = encoder_state(state_dict)
+    reference: nn.Module = getattr(torchvision.models, arch)(num_classes=num_classes)
+    expected = {k: v for k, v in reference.state_dict().items() if not k.startswith("fc.")}
+    missing = sorted(set(expected) - set(backbone))
+    extra = sorted(set(backbone) - set(expected))
+    if missing or extra:
+        raise ExportError(
+            f"key sets differ from torchvision {arch}: "
+            f"missing {missing[:5]}, unexpected {extra[:5]}"
+        )
+    wrong = [
+        f"{k}: {tuple(backbone[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if backbone[k].shape != v.shape
+    ]
+    if wrong:
+        raise ExportError(
+            f"shapes differ from torchvision {arch} (CIFAR stem, input channels or width?): "
+            + "; ".join(wrong[:3])
+        )
+    out = {k: backbone[k].clone() for k in expected}
+    if fc == "init":
+        out["fc.weight"] = reference.state_dict()["fc.weight"].clone()
+        out["fc.bias"] = reference.state_dict()["fc.bias"].clone()
+    return out
