@@ -56,24 +56,33 @@ def knn_of_checkpoint(
     from moco.config.schema import from_yaml
     from moco.engine import checkpoint as ckpt_io
     from moco.engine.train import build_model, resolve_device
+    from moco.export.official import load_query_encoder
+    from moco.export.torchvision import query_encoder_state
 
     state = ckpt_io.load(path)
-    if "config" not in state:
-        raise ckpt_io.CheckpointError(
-            f"{state['path']} has no moco config (an official checkpoint?); "
-            "only checkpoints written by moco are supported here"
-        )
-    cfg = from_yaml(state["config"])
     dev = resolve_device(device)
-    data = load_source(source or cfg.data.source, cfg.data.holdout_fraction, cfg.run.seed)
-    model = build_model(cfg, data.channels)
-    model.load_state_dict(ckpt_io.from_official(state["state_dict"]))
-    mean, std = tuple(state["derived"]["mean"]), tuple(state["derived"]["std"])
-    top1 = knn_accuracy(
-        model.encoder_q.to(dev), data, cfg.augment.size, mean, std, k, t, features, dev
-    )
+    if "config" in state:  # written by moco: rebuild exactly what trained
+        cfg = from_yaml(state["config"])
+        data = load_source(source or cfg.data.source, cfg.data.holdout_fraction, cfg.run.seed)
+        encoder: nn.Module = build_model(cfg, data.channels).encoder_q
+        encoder.load_state_dict(query_encoder_state(state["state_dict"]), strict=True)
+        mean, std = tuple(state["derived"]["mean"]), tuple(state["derived"]["std"])
+        size = cfg.augment.size
+    else:  # an official main_moco.py checkpoint: no config, shapes tell the encoder
+        if source is None:
+            raise ckpt_io.CheckpointError(
+                f"{state['path']} has no moco config (an official checkpoint); "
+                "pass the data to evaluate on with --data"
+            )
+        if "arch" not in state:
+            raise ckpt_io.CheckpointError(f"{state['path']} does not say its 'arch'")
+        data = load_source(source)
+        encoder = load_query_encoder(state["state_dict"], state["arch"])
+        mean, std = data.mean_std()
+        size = data.image_size
+    top1 = knn_accuracy(encoder.to(dev), data, size, mean, std, k, t, features, dev)
     info = (
-        f"checkpoint {state['path']} epoch {state['epoch']}, data {data.name}, "
+        f"checkpoint {state['path']} epoch {state.get('epoch', '?')}, data {data.name}, "
         f"held-out {data.held_out} ({len(data.test_images)} images), k={k}, t={t}, {features}"
     )
     return top1, info

@@ -21,19 +21,20 @@ class ExportError(ValueError):
     """The state dict does not have the keys or shapes the target format needs."""
 
 
-def encoder_state(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The query encoder's backbone (head dropped), with torchvision's key names."""
+def query_encoder_state(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """All ``encoder_q`` tensors (head included), prefix stripped."""
     for prefix in ENCODER_PREFIXES:
-        keys = [k for k in state_dict if k.startswith(prefix)]
-        if keys:
-            return {
-                k[len(prefix) :]: state_dict[k]
-                for k in keys
-                if not k[len(prefix) :].startswith("fc.") and k[len(prefix) :] != "fc"
-            }
+        out = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
+        if out:
+            return out
     raise ExportError(
         f"no query encoder in this state dict: expected keys starting with {ENCODER_PREFIXES}"
     )
+
+
+def encoder_state(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The query encoder's backbone (head dropped), with torchvision's key names."""
+    return {k: v for k, v in query_encoder_state(state_dict).items() if not k.startswith("fc.")}
 
 
 def to_torchvision(
