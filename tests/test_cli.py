@@ -78,6 +78,11 @@ def test_pretrain_then_knn_from_the_command_line(tmp_path, tiny_idx):
         check=True,
     )
     assert f"kNN top-1 {result['knn_top1']:.4f}" in knn.stdout  # same number, recomputed
+    assert main(["lincls", str(out / "cli"), "--protocol", "small", "--epochs", "2"]) == 0
+    record = json.loads((out / "cli" / "lincls-epoch1.json").read_text())
+    assert 0.0 <= record["test_top1"] <= record["test_top5"] <= 1.0
+    assert record["protocol"]["epochs"] == 2 and record["selected_epoch"] in (1, 2)
+    assert {"checkpoint", "data", "validation", "test_split", "version"} <= set(record)
 
 
 def test_export_torchvision_from_the_command_line(tmp_path, capsys):

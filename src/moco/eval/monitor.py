@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -44,28 +45,41 @@ def knn_accuracy(
     return knn_top1(train, data.train_labels, test, data.test_labels, k, t)
 
 
-def knn_of_checkpoint(
-    path: str | Path,
-    source: str | None = None,
-    k: int = 200,
-    t: float = 0.1,
-    features: str = "backbone",
-    device: str = "auto",
-) -> tuple[float, str]:
-    """kNN top-1 of a moco checkpoint's query encoder, and a line saying what was measured."""
+@dataclass
+class EvalSetup:
+    """A checkpoint's query encoder with the data and normalisation to evaluate it on."""
+
+    encoder: nn.Module
+    data: ImageSplits
+    size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    checkpoint: str
+    epoch: Any
+
+
+def load_for_eval(
+    path: str | Path, source: str | None = None, random_init: bool = False
+) -> EvalSetup:
+    """Our checkpoint (its config rebuilds the encoder) or an official one (shapes do).
+
+    ``random_init`` builds the same encoder without loading its weights (the baseline
+    every result should be compared with); the seed is the run's.
+    """
     from moco.config.schema import from_yaml
     from moco.engine import checkpoint as ckpt_io
-    from moco.engine.train import build_model, resolve_device
+    from moco.engine.train import build_model
     from moco.export.official import load_query_encoder
     from moco.export.torchvision import query_encoder_state
 
     state = ckpt_io.load(path)
-    dev = resolve_device(device)
     if "config" in state:  # written by moco: rebuild exactly what trained
         cfg = from_yaml(state["config"])
         data = load_source(source or cfg.data.source, cfg.data.holdout_fraction, cfg.run.seed)
+        torch.manual_seed(cfg.run.seed)
         encoder: nn.Module = build_model(cfg, data.channels).encoder_q
-        encoder.load_state_dict(query_encoder_state(state["state_dict"]), strict=True)
+        if not random_init:
+            encoder.load_state_dict(query_encoder_state(state["state_dict"]), strict=True)
         mean, std = tuple(state["derived"]["mean"]), tuple(state["derived"]["std"])
         size = cfg.augment.size
     else:  # an official main_moco.py checkpoint: no config, shapes tell the encoder
@@ -78,11 +92,31 @@ def knn_of_checkpoint(
             raise ckpt_io.CheckpointError(f"{state['path']} does not say its 'arch'")
         data = load_source(source)
         encoder = load_query_encoder(state["state_dict"], state["arch"])
+        if random_init:
+            raise ckpt_io.CheckpointError("--random-init needs a moco checkpoint (its seed)")
         mean, std = data.mean_std()
         size = data.image_size
-    top1 = knn_accuracy(encoder.to(dev), data, size, mean, std, k, t, features, dev)
+    return EvalSetup(encoder, data, size, mean, std, state["path"], state.get("epoch", "?"))
+
+
+def knn_of_checkpoint(
+    path: str | Path,
+    source: str | None = None,
+    k: int = 200,
+    t: float = 0.1,
+    features: str = "backbone",
+    device: str = "auto",
+    random_init: bool = False,
+) -> tuple[float, str]:
+    """kNN top-1 of a checkpoint's query encoder, and a line saying what was measured."""
+    from moco.engine.train import resolve_device
+
+    dev = resolve_device(device)
+    s = load_for_eval(path, source, random_init)
+    top1 = knn_accuracy(s.encoder.to(dev), s.data, s.size, s.mean, s.std, k, t, features, dev)
     info = (
-        f"checkpoint {state['path']} epoch {state.get('epoch', '?')}, data {data.name}, "
-        f"held-out {data.held_out} ({len(data.test_images)} images), k={k}, t={t}, {features}"
+        f"checkpoint {s.checkpoint} epoch {s.epoch}{' (random init)' if random_init else ''}, "
+        f"data {s.data.name}, held-out {s.data.held_out} ({len(s.data.test_images)} images), "
+        f"k={k}, t={t}, {features}"
     )
     return top1, info

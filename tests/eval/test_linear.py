@@ -1,0 +1,54 @@
+"""The linear protocol: only the classifier trains, the backbone is unchanged, selection on val."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from moco.data.sources import load_source
+from moco.encoders.resnet import build_encoder
+from moco.eval.linear import PROTOCOLS, train_linear_probe
+
+
+@pytest.fixture
+def small_data(tiny_idx):
+    return load_source(str(tiny_idx))
+
+
+@pytest.mark.parametrize("augment", [False, True])
+def test_probe_learns_and_leaves_the_backbone_untouched(small_data, augment):
+    enc = build_encoder("resnet18", 16, cifar_stem=True, in_chans=1, width=0.125, bn_splits=2)
+    enc.train()  # the probe must switch it to eval mode itself
+    before = {k: v.clone() for k, v in enc.state_dict().items()}
+    proto = dataclasses.replace(PROTOCOLS["paper"], epochs=15, milestones=(12,), augment=augment,
+                                cache_features=not augment, crop_min_scale=0.5, batch_size=32,
+                                lr=0.3)  # fmt: skip
+    result = train_linear_probe(enc, small_data, proto, 28, (0.28,), (0.35,))
+    assert not enc.training
+    for k, v in enc.state_dict().items():
+        assert torch.equal(v, before[k]), k  # BN running stats included: eval mode
+    assert 1 <= result.best_epoch <= 15 and len(result.curve) == 15
+    assert result.test_top1 > 0.3  # 10 classes: chance is 0.1
+    assert result.test_top5 >= result.test_top1
+    assert result.val_top1 == max(c["val_top1"] for c in result.curve)
+
+
+def test_cached_features_equal_running_the_backbone_every_step(small_data):
+    enc = build_encoder("resnet18", 16, cifar_stem=True, in_chans=1, width=0.125)
+    proto = dataclasses.replace(
+        PROTOCOLS["small"], epochs=3, milestones=(2,), batch_size=64, lr=1.0
+    )
+    cached = train_linear_probe(enc, small_data, proto, 28, (0.28,), (0.35,))
+    direct = dataclasses.replace(proto, cache_features=False)
+    live = train_linear_probe(enc, small_data, direct, 28, (0.28,), (0.35,))
+    for a, b in zip(cached.curve, live.curve, strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
+        assert a["val_top1"] == pytest.approx(b["val_top1"], abs=1e-6)
+    assert cached.test_top1 == pytest.approx(live.test_top1, abs=1e-6)
+
+
+def test_augmented_features_cannot_be_cached(small_data):
+    enc = build_encoder("resnet18", 16, cifar_stem=True, in_chans=1, width=0.125)
+    proto = dataclasses.replace(PROTOCOLS["paper"], cache_features=True)
+    with pytest.raises(ValueError, match="cache_features needs augment=False"):
+        train_linear_probe(enc, small_data, proto, 28, (0.28,), (0.35,))
