@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from moco.cli import main
@@ -83,6 +84,12 @@ def test_pretrain_then_knn_from_the_command_line(tmp_path, tiny_idx):
     assert 0.0 <= record["test_top1"] <= record["test_top5"] <= 1.0
     assert record["protocol"]["epochs"] == 2 and record["selected_epoch"] in (1, 2)
     assert {"checkpoint", "data", "validation", "test_split", "version"} <= set(record)
+    assert main(["embed", str(out / "cli"), "--out", str(tmp_path / "emb")]) == 0
+    train = np.load(tmp_path / "emb" / "train_features.npy")
+    assert train.shape == (256, 64) and train.dtype == np.float32  # width 0.125 of 512
+    assert np.load(tmp_path / "emb" / "test_labels.npy").shape == (64,)
+    assert len((tmp_path / "emb" / "test_sources.txt").read_text().splitlines()) == 64
+    assert main(["embed", str(out / "cli"), "--out", str(tmp_path / "emb")]) == 1  # not empty
 
 
 def test_export_torchvision_from_the_command_line(tmp_path, capsys):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import cast
 
 EXAMPLES = """examples:
   moco pretrain                                   # default preset on the bundled data
@@ -98,6 +99,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     lc.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
 
     # overrides may come before or after options: collect the leftovers as overrides
+    em = sub.add_parser(
+        "embed",
+        help="write a checkpoint's features of a dataset to .npy files",
+        description="Features of the train and held-out splits from the frozen query encoder "
+        "(eval mode, no augmentation): <split>_features.npy (float32, N x D), "
+        "<split>_labels.npy, <split>_sources.txt (where each row came from) and embed.json.",
+    )
+    em.add_argument("checkpoint", help="checkpoint file or run directory")
+    em.add_argument("--data", help="data source (default: the one the checkpoint trained on)")
+    em.add_argument("--out", required=True, help="output directory (must be new or empty)")
+    em.add_argument(
+        "--features",
+        choices=["backbone", "head"],
+        default="backbone",
+        help="pooled backbone features (default) or the head's output",
+    )
+    em.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
+
     x = sub.add_parser(
         "export",
         help="convert a checkpoint's encoder for another library",
@@ -242,11 +261,56 @@ def _lincls(args: argparse.Namespace) -> int:
     return 0
 
 
+def _embed(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    import numpy as np
+    import torch
+
+    from moco import __version__
+    from moco.augment.views import build_eval_transform
+    from moco.encoders.resnet import ResNet
+    from moco.engine.train import resolve_device
+    from moco.eval.features import extract_features
+    from moco.eval.monitor import load_for_eval
+
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"output directory {str(out)!r} exists and is not empty")
+    device = resolve_device(args.device)
+    s = load_for_eval(args.checkpoint, args.data)
+    encoder = cast(ResNet, s.encoder.to(device).eval())
+    forward = encoder.forward_features if args.features == "backbone" else encoder
+    transform = build_eval_transform(s.size, s.mean, s.std, s.data.image_size).to(device)
+    out.mkdir(parents=True, exist_ok=True)
+    splits = {"train": (s.data.train_images, s.data.train_labels),
+              "test": (s.data.test_images, s.data.test_labels)}  # fmt: skip
+    with torch.no_grad():
+        for split, (images, labels) in splits.items():
+            feats = extract_features(forward, images, transform, device=device)
+            np.save(out / f"{split}_features.npy", feats.cpu().numpy().astype(np.float32))
+            np.save(out / f"{split}_labels.npy", labels.numpy())
+            (out / f"{split}_sources.txt").write_text(
+                "".join(f"{s.data.name}:{split}:{i}\n" for i in range(len(images)))
+            )
+    meta = {"checkpoint": s.checkpoint, "epoch": s.epoch, "data": s.data.name,
+            "held_out": s.data.held_out, "features": args.features,
+            "dim": int(feats.shape[1]), "version": __version__}  # fmt: skip
+    (out / "embed.json").write_text(json.dumps(meta, indent=2))
+    print(
+        f"wrote {out}: {len(s.data.train_images)} train and {len(s.data.test_images)} test "
+        f"rows of {meta['dim']}-d {args.features} features"
+    )
+    return 0
+
+
 COMMANDS = {
     "pretrain": _pretrain,
     "presets": _presets,
     "knn": _knn,
     "lincls": _lincls,
+    "embed": _embed,
     "export": _export,
 }
 
