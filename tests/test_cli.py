@@ -110,3 +110,8 @@ def test_export_torchvision_from_the_command_line(tmp_path, capsys):
     net = torchvision.models.resnet18(num_classes=7)
     net.load_state_dict(torch.load(tmp_path / "r18.pth"), strict=True)
     assert torch.equal(net.layer1[0].conv1.weight, model.encoder_q.layer1[0].conv1.weight)
+    d2 = tmp_path / "r18.pkl"
+    assert main(["export", str(ckpt), "--format", "detectron2", "--out", str(d2)]) == 0
+    from moco.export.detectron2 import load_detectron2
+
+    assert "res5.1.conv2.norm.running_mean" in load_detectron2(d2)

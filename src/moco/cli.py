@@ -126,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "re-initialised (--fc init) or left out (--fc drop).",
     )
     x.add_argument("checkpoint", help="checkpoint file or run directory")
-    x.add_argument("--format", choices=["torchvision"], default="torchvision")
+    x.add_argument("--format", choices=["torchvision", "detectron2"], default="torchvision")
     x.add_argument("--out", required=True, help="output file (torch.save of a state dict)")
     x.add_argument("--num-classes", type=int, default=1000, help="fc outputs (default 1000)")
     x.add_argument("--fc", choices=["init", "drop"], default="init")
@@ -205,12 +205,18 @@ def _export(args: argparse.Namespace) -> int:
 
     from moco.engine import checkpoint as ckpt_io
     from moco.export import to_torchvision
+    from moco.export.detectron2 import save_detectron2, to_detectron2
 
     state = ckpt_io.load(args.checkpoint)
+    path = Path(args.out)
+    if args.format == "detectron2":
+        obj = to_detectron2(state["state_dict"])
+        save_detectron2(obj, path)
+        print(f"wrote {path}: detectron2 pickle, {len(obj['model'])} tensors (matching_heuristics)")
+        return 0
     if "arch" not in state:
         raise ckpt_io.CheckpointError(f"{state['path']} does not say its 'arch'")
     out = to_torchvision(state["state_dict"], state["arch"], args.num_classes, args.fc)
-    path = Path(args.out)
     ckpt_io.save_atomic(dict(out), path)
     print(
         f"wrote {path}: torchvision {state['arch']} state dict, {len(out)} tensors, "

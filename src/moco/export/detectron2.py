@@ -1,0 +1,50 @@
+"""MoCo checkpoint -> detectron2 pickle, with the rename table MoCo's detection transfer uses.
+
+torchvision names -> detectron2 ResNet names: ``layerN`` -> ``res{N+1}``, ``bnK`` ->
+``convK.norm``, ``downsample.0`` / ``.1`` -> ``shortcut`` / ``shortcut.norm``, and the
+stem (``conv1``, ``bn1``) under ``stem.``. The file holds ``{"model": {name: ndarray},
+"__author__": "MOCO", "matching_heuristics": True}``; detectron2 then matches these
+names to its backbone (MoCo Sec. 4.2 fine-tunes it with SyncBN).
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from moco.export.torchvision import ExportError, encoder_state
+
+
+def rename(key: str) -> str:
+    """One torchvision backbone key -> its detectron2 name."""
+    new = re.sub(r"^layer(\d)", lambda m: f"res{int(m.group(1)) + 1}", key)
+    new = re.sub(r"bn(\d)", r"conv\1.norm", new)
+    new = new.replace("downsample.0", "shortcut").replace("downsample.1", "shortcut.norm")
+    return new if new.startswith("res") else "stem." + new
+
+
+def to_detectron2(state_dict: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """The detectron2 checkpoint dict for a MoCo checkpoint's query-encoder backbone."""
+    backbone = encoder_state(state_dict)
+    model = {rename(k): v.detach().cpu().numpy() for k, v in backbone.items()}
+    if len(model) != len(backbone):
+        raise ExportError("two keys map to the same detectron2 name")
+    bad = [k for k in model if not re.match(r"^(stem\.conv1|res[2-5]\.\d+\.)", k)]
+    if bad:
+        raise ExportError(f"keys outside detectron2's ResNet layout: {bad[:5]}")
+    return {"model": model, "__author__": "MOCO", "matching_heuristics": True}
+
+
+def save_detectron2(obj: dict[str, Any], path: str | Path) -> None:
+    with open(path, "wb") as f:
+        pickle.dump(obj, f)
+
+
+def load_detectron2(path: str | Path) -> dict[str, np.ndarray]:
+    with open(path, "rb") as f:
+        return pickle.load(f)["model"]
