@@ -90,6 +90,14 @@ def test_pretrain_then_knn_from_the_command_line(tmp_path, tiny_idx):
     assert np.load(tmp_path / "emb" / "test_labels.npy").shape == (64,)
     assert len((tmp_path / "emb" / "test_sources.txt").read_text().splitlines()) == 64
     assert main(["embed", str(out / "cli"), "--out", str(tmp_path / "emb")]) == 1  # not empty
+    assert main(["report", str(out / "cli"), "--points", "64"]) == 0
+    page = (out / "cli" / "report.html").read_text()
+    assert page.count('src="data:image/png;base64,') == 3  # curves, t-SNE, retrieval
+    assert "linear top-1 / top-5 (epoch 1)" in page and "kNN top-1 (random init)" in page
+    assert f"{result['knn_top1']:.4f}" in page
+    assert all((out / "cli" / "report" / f).stat().st_size > 5000
+               for f in ("curves.png", "tsne.png", "retrieval.png"))  # fmt: skip
+    assert main(["report", str(tmp_path)]) == 1  # not a run directory
 
 
 def test_export_torchvision_from_the_command_line(tmp_path, capsys):

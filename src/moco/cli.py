@@ -117,6 +117,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     em.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
 
+    rp = sub.add_parser(
+        "report",
+        help="write an HTML report of a run",
+        description="Write RUN_DIR/report.html (self-contained, PNGs embedded; copies in "
+        "RUN_DIR/report/): loss, pretext accuracy, lr and kNN curves; every result with its "
+        "settings (kNN, lincls-*.json); a t-SNE of held-out features coloured by class; "
+        "a nearest-neighbour retrieval grid.",
+    )
+    rp.add_argument("run_dir", help="run directory")
+    rp.add_argument("--points", type=int, default=2000, help="held-out images in the t-SNE")
+
     x = sub.add_parser(
         "export",
         help="convert a checkpoint's encoder for another library",
@@ -144,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; the last checkpoint of the run is intact", file=sys.stderr)
         return 130
-    except (ValueError, FileExistsError, RuntimeError) as err:
+    except (ValueError, FileExistsError, FileNotFoundError, RuntimeError) as err:
         # ConfigError, DataSourceError, IDXFormatError, CheckpointError, NonFiniteLossError
         print(f"moco {args.command}: error: {err}", file=sys.stderr)
         return 1
@@ -311,12 +322,20 @@ def _embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from moco.report import write_report
+
+    print(f"wrote {write_report(args.run_dir, max_points=args.points)}")
+    return 0
+
+
 COMMANDS = {
     "pretrain": _pretrain,
     "presets": _presets,
     "knn": _knn,
     "lincls": _lincls,
     "embed": _embed,
+    "report": _report,
     "export": _export,
 }
 
