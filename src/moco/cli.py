@@ -137,9 +137,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "re-initialised (--fc init) or left out (--fc drop).",
     )
     x.add_argument("checkpoint", help="checkpoint file or run directory")
-    x.add_argument("--format", choices=["torchvision", "detectron2"], default="torchvision")
+    x.add_argument("--format", choices=["torchvision", "detectron2", "timm"], default="torchvision")
     x.add_argument("--out", required=True, help="output file (torch.save of a state dict)")
-    x.add_argument("--num-classes", type=int, default=1000, help="fc outputs (default 1000)")
+    x.add_argument(
+        "--num-classes",
+        type=int,
+        default=1000,
+        help="fc outputs (default 1000; for timm, 0 = no fc)",
+    )
     x.add_argument("--fc", choices=["init", "drop"], default="init")
 
     args, extra = parser.parse_known_args(argv)
@@ -217,6 +222,7 @@ def _export(args: argparse.Namespace) -> int:
     from moco.engine import checkpoint as ckpt_io
     from moco.export import to_torchvision
     from moco.export.detectron2 import save_detectron2, to_detectron2
+    from moco.export.timm import to_timm
 
     state = ckpt_io.load(args.checkpoint)
     path = Path(args.out)
@@ -227,6 +233,11 @@ def _export(args: argparse.Namespace) -> int:
         return 0
     if "arch" not in state:
         raise ckpt_io.CheckpointError(f"{state['path']} does not say its 'arch'")
+    if args.format == "timm":
+        tensors = to_timm(state["state_dict"], state["arch"], args.num_classes)
+        ckpt_io.save_atomic(dict(tensors), path)
+        print(f"wrote {path}: timm {state['arch']} state dict (num_classes={args.num_classes})")
+        return 0
     out = to_torchvision(state["state_dict"], state["arch"], args.num_classes, args.fc)
     ckpt_io.save_atomic(dict(out), path)
     print(
