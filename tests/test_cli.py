@@ -84,6 +84,9 @@ def test_pretrain_then_knn_from_the_command_line(tmp_path, tiny_idx):
     assert 0.0 <= record["test_top1"] <= record["test_top5"] <= 1.0
     assert record["protocol"]["epochs"] == 2 and record["selected_epoch"] in (1, 2)
     assert {"checkpoint", "data", "validation", "test_split", "version"} <= set(record)
+    assert main(["finetune", str(out / "cli"), "--epochs", "1", "--batch-size", "64"]) == 0
+    tuned = json.loads((out / "cli" / "finetune-epoch1.json").read_text())
+    assert tuned["protocol"]["norm_features"] and tuned["selected_epoch"] == 1
     assert main(["embed", str(out / "cli"), "--out", str(tmp_path / "emb")]) == 0
     train = np.load(tmp_path / "emb" / "train_features.npy")
     assert train.shape == (256, 64) and train.dtype == np.float32  # width 0.125 of 512

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from typing import cast
+from typing import Any, cast
 
 EXAMPLES = """examples:
   moco pretrain                                   # default preset on the bundled data
@@ -99,6 +99,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     lc.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
 
     # overrides may come before or after options: collect the leftovers as overrides
+    ft = sub.add_parser(
+        "finetune",
+        help="fine-tune the whole encoder on labelled data (transfer)",
+        description="Fine-tuning (MoCo Sec. 4.2): every layer trains, BN is trained (SyncBN "
+        "under torch.distributed) and the features entering the new classifier are "
+        "normalised by a BN layer (--no-feature-norm turns it off). Crop+flip augmentation, "
+        "cosine lr, epoch selected on a validation split; the test split is evaluated once.",
+    )
+    ft.add_argument("checkpoint", help="checkpoint file or run directory")
+    ft.add_argument("--data", help="labelled data (default: the one the checkpoint trained on)")
+    ft.add_argument("--epochs", type=int, help="epochs (default 20)")
+    ft.add_argument("--lr", type=float, help="lr for a batch of 256 (default 0.05)")
+    ft.add_argument("--batch-size", type=int, help="batch size (default 128)")
+    ft.add_argument("--no-feature-norm", action="store_true", help="no BN before the new head")
+    ft.add_argument("--random-init", action="store_true", help="train from scratch (baseline)")
+    ft.add_argument("--out", help="result JSON path (default: <run dir>/finetune-*.json)")
+    ft.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
+
     em = sub.add_parser(
         "embed",
         help="write a checkpoint's features of a dataset to .npy files",
@@ -249,10 +267,7 @@ def _export(args: argparse.Namespace) -> int:
 
 def _lincls(args: argparse.Namespace) -> int:
     import dataclasses
-    import json
-    from pathlib import Path
 
-    from moco import __version__
     from moco.engine.train import resolve_device
     from moco.eval.linear import PROTOCOLS, train_linear_probe
     from moco.eval.monitor import load_for_eval
@@ -267,26 +282,62 @@ def _lincls(args: argparse.Namespace) -> int:
         )
     if args.lr is not None:
         protocol = dataclasses.replace(protocol, lr=args.lr)
-    device = resolve_device(args.device)
     s = load_for_eval(args.checkpoint, args.data, args.random_init)
-    result = train_linear_probe(s.encoder, s.data, protocol, s.size, s.mean, s.std, device)
+    result = train_linear_probe(
+        s.encoder, s.data, protocol, s.size, s.mean, s.std, resolve_device(args.device)
+    )
+    out = _write_record("lincls", args, s, result, f"{protocol.val_fraction:.0%}")
+    print(
+        f"linear top-1 {result.test_top1:.4f} top-5 {result.test_top5:.4f} on the test split "
+        f"(epoch {result.best_epoch} selected on val {result.val_top1:.4f}); wrote {out}"
+    )
+    return 0
+
+
+def _finetune(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from moco.engine.train import resolve_device
+    from moco.eval.finetune import FinetuneProtocol, finetune
+    from moco.eval.monitor import load_for_eval
+
+    changes = {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size}
+    protocol = dataclasses.replace(
+        FinetuneProtocol(norm_features=not args.no_feature_norm),
+        **{k: v for k, v in changes.items() if v is not None},
+    )
+    s = load_for_eval(args.checkpoint, args.data, args.random_init)
+    result = finetune(
+        s.encoder, s.data, protocol, s.size, s.mean, s.std, resolve_device(args.device)
+    )
+    out = _write_record("finetune", args, s, result, f"{protocol.val_fraction:.0%}")
+    print(
+        f"fine-tuned top-1 {result.test_top1:.4f} top-5 {result.test_top5:.4f} on the test split "
+        f"(epoch {result.best_epoch} selected on val {result.val_top1:.4f}); wrote {out}"
+    )
+    return 0
+
+
+def _write_record(kind: str, args: argparse.Namespace, s: Any, result: Any, val: str) -> str:
+    """The result JSON: every number with the checkpoint, data, splits and protocol."""
+    import json
+    from pathlib import Path
+
+    from moco import __version__
+
     tag = "random-init" if args.random_init else f"epoch{s.epoch}"
-    out = Path(args.out) if args.out else Path(s.checkpoint).parent / f"lincls-{tag}.json"
+    out = Path(args.out) if args.out else Path(s.checkpoint).parent / f"{kind}-{tag}.json"
     record = {
         "checkpoint": s.checkpoint, "epoch": s.epoch, "random_init": args.random_init,
         "data": s.data.name, "train_images": len(s.data.train_images),
-        "validation": f"{protocol.val_fraction:.0%} of train, stratified, seed {protocol.seed}",
+        "validation": f"{val} of train, stratified, seed {result.protocol['seed']}",
         "test_split": s.data.held_out, "test_images": len(s.data.test_images),
         "test_top1": result.test_top1, "test_top5": result.test_top5,
         "val_top1_selected": result.val_top1, "selected_epoch": result.best_epoch,
         "protocol": result.protocol, "curve": result.curve, "version": __version__,
     }  # fmt: skip
     out.write_text(json.dumps(record, indent=2))
-    print(
-        f"linear top-1 {result.test_top1:.4f} top-5 {result.test_top5:.4f} on the test split "
-        f"(epoch {result.best_epoch} selected on val {result.val_top1:.4f}); wrote {out}"
-    )
-    return 0
+    return str(out)
 
 
 def _embed(args: argparse.Namespace) -> int:
@@ -345,6 +396,7 @@ COMMANDS = {
     "presets": _presets,
     "knn": _knn,
     "lincls": _lincls,
+    "finetune": _finetune,
     "embed": _embed,
     "report": _report,
     "export": _export,

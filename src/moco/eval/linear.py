@@ -61,7 +61,7 @@ class LinearResult:
     curve: list[dict[str, float]] = field(default_factory=list)  # per epoch: loss, val_top1
 
 
-def _topk(logits: torch.Tensor, labels: torch.Tensor, k: int) -> float:
+def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, k: int) -> float:
     k = min(k, logits.shape[1])
     hit = (logits.topk(k, dim=1).indices == labels[:, None]).any(dim=1)
     return hit.float().mean().item()
@@ -139,7 +139,7 @@ def train_linear_probe(
             total, n = total + loss.item() * len(idx), n + len(idx)
         scheduler.step()
         with torch.no_grad():
-            val_top1 = _topk(classifier(x_val), y_val, 1)
+            val_top1 = topk_accuracy(classifier(x_val), y_val, 1)
         curve.append({"epoch": epoch + 1, "loss": total / n, "val_top1": val_top1})
         if val_top1 > best[0]:
             best = (val_top1, epoch + 1, copy.deepcopy(classifier.state_dict()))
@@ -151,8 +151,8 @@ def train_linear_probe(
         logits = classifier(features(data.test_images))
     y_test = data.test_labels.to(device)
     return LinearResult(
-        test_top1=_topk(logits, y_test, 1),
-        test_top5=_topk(logits, y_test, 5),
+        test_top1=topk_accuracy(logits, y_test, 1),
+        test_top5=topk_accuracy(logits, y_test, 5),
         val_top1=best[0],
         best_epoch=best[1],
         protocol=asdict(protocol),
