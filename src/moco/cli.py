@@ -268,9 +268,7 @@ def _export(args: argparse.Namespace) -> int:
 def _lincls(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from moco.engine.train import resolve_device
     from moco.eval.linear import PROTOCOLS, train_linear_probe
-    from moco.eval.monitor import load_for_eval
 
     protocol = PROTOCOLS[args.protocol]
     if args.epochs is not None:
@@ -282,49 +280,34 @@ def _lincls(args: argparse.Namespace) -> int:
         )
     if args.lr is not None:
         protocol = dataclasses.replace(protocol, lr=args.lr)
-    s = load_for_eval(args.checkpoint, args.data, args.random_init)
-    result = train_linear_probe(
-        s.encoder, s.data, protocol, s.size, s.mean, s.std, resolve_device(args.device)
-    )
-    out = _write_record("lincls", args, s, result, f"{protocol.val_fraction:.0%}")
-    print(
-        f"linear top-1 {result.test_top1:.4f} top-5 {result.test_top5:.4f} on the test split "
-        f"(epoch {result.best_epoch} selected on val {result.val_top1:.4f}); wrote {out}"
-    )
-    return 0
+    return _run_protocol("lincls", "linear", args, protocol, train_linear_probe)
 
 
 def _finetune(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from moco.engine.train import resolve_device
     from moco.eval.finetune import FinetuneProtocol, finetune
-    from moco.eval.monitor import load_for_eval
 
     changes = {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size}
     protocol = dataclasses.replace(
         FinetuneProtocol(norm_features=not args.no_feature_norm),
         **{k: v for k, v in changes.items() if v is not None},
     )
-    s = load_for_eval(args.checkpoint, args.data, args.random_init)
-    result = finetune(
-        s.encoder, s.data, protocol, s.size, s.mean, s.std, resolve_device(args.device)
-    )
-    out = _write_record("finetune", args, s, result, f"{protocol.val_fraction:.0%}")
-    print(
-        f"fine-tuned top-1 {result.test_top1:.4f} top-5 {result.test_top5:.4f} on the test split "
-        f"(epoch {result.best_epoch} selected on val {result.val_top1:.4f}); wrote {out}"
-    )
-    return 0
+    return _run_protocol("finetune", "fine-tuned", args, protocol, finetune)
 
 
-def _write_record(kind: str, args: argparse.Namespace, s: Any, result: Any, val: str) -> str:
-    """The result JSON: every number with the checkpoint, data, splits and protocol."""
+def _run_protocol(kind: str, label: str, args: argparse.Namespace, protocol: Any, fn: Any) -> int:
+    """Load the checkpoint, run a supervised protocol, write its JSON record, print a line."""
     import json
     from pathlib import Path
 
     from moco import __version__
+    from moco.engine.train import resolve_device
+    from moco.eval.monitor import load_for_eval
 
+    s = load_for_eval(args.checkpoint, args.data, args.random_init)
+    result = fn(s.encoder, s.data, protocol, s.size, s.mean, s.std, resolve_device(args.device))
+    val = f"{protocol.val_fraction:.0%}"
     tag = "random-init" if args.random_init else f"epoch{s.epoch}"
     out = Path(args.out) if args.out else Path(s.checkpoint).parent / f"{kind}-{tag}.json"
     record = {
@@ -337,7 +320,11 @@ def _write_record(kind: str, args: argparse.Namespace, s: Any, result: Any, val:
         "protocol": result.protocol, "curve": result.curve, "version": __version__,
     }  # fmt: skip
     out.write_text(json.dumps(record, indent=2))
-    return str(out)
+    print(
+        f"{label} top-1 {result.test_top1:.4f} top-5 {result.test_top5:.4f} on the test split "
+        f"(epoch {result.best_epoch} selected on val {result.val_top1:.4f}); wrote {out}"
+    )
+    return 0
 
 
 def _embed(args: argparse.Namespace) -> int:

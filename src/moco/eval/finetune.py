@@ -12,8 +12,8 @@ evaluated once, at the end.
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass, field
-from typing import Any, cast
+from dataclasses import asdict, dataclass
+from typing import cast
 
 import kornia.augmentation as K
 import torch
@@ -26,7 +26,7 @@ from moco.data.sources import ImageSplits, stratified_split
 from moco.dist import sync_batchnorm
 from moco.encoders.resnet import ResNet
 from moco.eval.features import extract_features
-from moco.eval.linear import topk_accuracy
+from moco.eval.linear import ClassifierResult, topk_accuracy
 
 
 @dataclass(frozen=True)
@@ -40,16 +40,6 @@ class FinetuneProtocol:
     crop_min_scale: float = 0.3
     val_fraction: float = 0.1
     seed: int = 0
-
-
-@dataclass
-class FinetuneResult:
-    test_top1: float
-    test_top5: float
-    val_top1: float
-    best_epoch: int
-    protocol: dict[str, Any] = field(default_factory=dict)
-    curve: list[dict[str, float]] = field(default_factory=list)
 
 
 def classifier_model(encoder: nn.Module, num_classes: int, norm_features: bool) -> ResNet:
@@ -71,7 +61,7 @@ def finetune(
     mean: tuple[float, ...],
     std: tuple[float, ...],
     device: torch.device | str = "cpu",
-) -> FinetuneResult:
+) -> ClassifierResult:
     torch.manual_seed(protocol.seed)
     net = sync_batchnorm(classifier_model(encoder, data.num_classes, protocol.norm_features))
     net = net.to(device)
@@ -121,7 +111,7 @@ def finetune(
     net.load_state_dict(best[2])
     test = logits(data.test_images)  # the test split, once, with the selected epoch
     y_test = data.test_labels.to(device)
-    return FinetuneResult(
+    return ClassifierResult(
         test_top1=topk_accuracy(test, y_test, 1),
         test_top5=topk_accuracy(test, y_test, 5),
         val_top1=best[0],

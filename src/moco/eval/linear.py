@@ -52,7 +52,9 @@ PROTOCOLS: dict[str, LinearProtocol] = {
 
 
 @dataclass
-class LinearResult:
+class ClassifierResult:
+    """What a supervised protocol on top of an encoder (linear probe, fine-tune) reports."""
+
     test_top1: float
     test_top5: float
     val_top1: float  # of the selected epoch
@@ -75,7 +77,7 @@ def train_linear_probe(
     mean: tuple[float, ...],
     std: tuple[float, ...],
     device: torch.device | str = "cpu",
-) -> LinearResult:
+) -> ClassifierResult:
     """Train a linear classifier on the frozen ``encoder.forward_features``; see module doc."""
     if protocol.augment and protocol.cache_features:
         raise ValueError("cache_features needs augment=False: augmented views change every epoch")
@@ -150,7 +152,7 @@ def train_linear_probe(
     with torch.no_grad():  # the test split, once, with the classifier selected on val
         logits = classifier(features(data.test_images))
     y_test = data.test_labels.to(device)
-    return LinearResult(
+    return ClassifierResult(
         test_top1=topk_accuracy(logits, y_test, 1),
         test_top5=topk_accuracy(logits, y_test, 5),
         val_top1=best[0],
