@@ -79,6 +79,7 @@ def test_pretrain_then_knn_from_the_command_line(tmp_path, tiny_idx):
         check=True,
     )
     assert f"kNN top-1 {result['knn_top1']:.4f}" in knn.stdout  # same number, recomputed
+    assert json.loads((out / "cli" / "knn-k20-epoch1.json").read_text())["k"] == 20
     assert main(["lincls", str(out / "cli"), "--protocol", "small", "--epochs", "2"]) == 0
     record = json.loads((out / "cli" / "lincls-epoch1.json").read_text())
     assert 0.0 <= record["test_top1"] <= record["test_top5"] <= 1.0
@@ -97,6 +98,7 @@ def test_pretrain_then_knn_from_the_command_line(tmp_path, tiny_idx):
     page = (out / "cli" / "report.html").read_text()
     assert page.count('src="data:image/png;base64,') == 3  # curves, t-SNE, retrieval
     assert "linear top-1 / top-5 (epoch 1)" in page and "kNN top-1 (random init)" in page
+    assert "fine-tuned top-1 / top-5 (epoch 1)" in page and "k=20, t=0.1" in page
     assert f"{result['knn_top1']:.4f}" in page
     assert all((out / "cli" / "report" / f).stat().st_size > 5000
                for f in ("curves.png", "tsne.png", "retrieval.png"))  # fmt: skip

@@ -71,6 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="the same encoder at its random initialisation (the baseline)",
     )
+    k.add_argument("--out", help="result JSON path (default: <run dir>/knn-k<k>-*.json)")
 
     lc = sub.add_parser(
         "lincls",
@@ -225,12 +226,24 @@ def _presets(args: argparse.Namespace) -> int:
 
 
 def _knn(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
     from moco.eval.monitor import knn_of_checkpoint
 
-    top1, info = knn_of_checkpoint(
+    r = knn_of_checkpoint(
         args.checkpoint, args.data, args.k, args.t, args.features, args.device, args.random_init
     )
-    print(f"kNN top-1 {top1:.4f}  ({info})")
+    tag = "random-init" if args.random_init else f"epoch{r['epoch']}"
+    default = Path(r["checkpoint"]).parent / f"knn-k{args.k}-{tag}.json"
+    out = Path(args.out) if args.out else default
+    out.write_text(json.dumps(r, indent=2))
+    print(
+        f"kNN top-1 {r['top1']:.4f}  (checkpoint {r['checkpoint']} epoch {r['epoch']}"
+        f"{' random init' if args.random_init else ''}, data {r['data']}, held-out "
+        f"{r['test_split']} ({r['test_images']} images), k={args.k}, t={args.t}, "
+        f"{args.features}); wrote {out}"
+    )
     return 0
 
 

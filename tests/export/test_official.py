@@ -40,5 +40,5 @@ def test_official_checkpoint_knn_on_our_data(tmp_path, tiny_idx):
     torch.save(official, tmp_path / "checkpoint_0199.pth.tar")
     with pytest.raises(ValueError, match="pass the data"):
         knn_of_checkpoint(tmp_path / "checkpoint_0199.pth.tar", None, k=20)
-    top1, info = knn_of_checkpoint(tmp_path / "checkpoint_0199.pth.tar", str(tiny_idx), k=20)
-    assert 0.1 < top1 <= 1.0 and "epoch 200" in info
+    record = knn_of_checkpoint(tmp_path / "checkpoint_0199.pth.tar", str(tiny_idx), k=20)
+    assert 0.1 < record["top1"] <= 1.0 and record["epoch"] == 200 and record["k"] == 20

@@ -107,16 +107,17 @@ def knn_of_checkpoint(
     features: str = "backbone",
     device: str = "auto",
     random_init: bool = False,
-) -> tuple[float, str]:
-    """kNN top-1 of a checkpoint's query encoder, and a line saying what was measured."""
+) -> dict[str, Any]:
+    """kNN top-1 of a checkpoint's query encoder, as a record of what was measured."""
+    from moco import __version__
     from moco.engine.train import resolve_device
 
     dev = resolve_device(device)
     s = load_for_eval(path, source, random_init)
     top1 = knn_accuracy(s.encoder.to(dev), s.data, s.size, s.mean, s.std, k, t, features, dev)
-    info = (
-        f"checkpoint {s.checkpoint} epoch {s.epoch}{' (random init)' if random_init else ''}, "
-        f"data {s.data.name}, held-out {s.data.held_out} ({len(s.data.test_images)} images), "
-        f"k={k}, t={t}, {features}"
-    )
-    return top1, info
+    return {
+        "checkpoint": s.checkpoint, "epoch": s.epoch, "random_init": random_init,
+        "data": s.data.name, "memory": f"train split ({len(s.data.train_images)} images)",
+        "test_split": s.data.held_out, "test_images": len(s.data.test_images),
+        "k": k, "t": t, "features": features, "top1": top1, "version": __version__,
+    }  # fmt: skip

@@ -34,23 +34,32 @@ def _results(run_dir: Path) -> list[dict[str, str]]:
             if r.get(key) is not None:
                 rows.append({"result": name, "value": f"{r[key]:.4f}", "settings": settings,
                              "data": f"{r['data']}; {r['held_out']}"})  # fmt: skip
-    for f in sorted(run_dir.glob("lincls-*.json")):
+    for f in sorted(run_dir.glob("knn-*.json")):  # from `moco knn`
         r = json.loads(f.read_text())
-        p = r["protocol"]
-        settings = (
-            f"{p['epochs']} ep, lr {p['lr']}, milestones {p['milestones']}, batch "
-            f"{p['batch_size']}, {'crop+flip' if p['augment'] else 'no augmentation'}; "
-            f"epoch {r['selected_epoch']} selected on {r['validation']}"
-        )
         who = "random init" if r["random_init"] else f"epoch {r['epoch']}"
         rows.append(
             {
-                "result": f"linear top-1 / top-5 ({who})",
-                "value": f"{r['test_top1']:.4f} / {r['test_top5']:.4f}",
-                "settings": settings,
-                "data": f"{r['data']}; test: {r['test_split']}",
+                "result": f"kNN top-1 ({who})",
+                "value": f"{r['top1']:.4f}",
+                "settings": f"k={r['k']}, t={r['t']}, {r['features']} features; "
+                f"memory = {r['memory']}",
+                "data": f"{r['data']}; {r['test_split']}",
             }
         )
+    for kind, label in (("lincls", "linear"), ("finetune", "fine-tuned")):
+        for f in sorted(run_dir.glob(f"{kind}-*.json")):
+            r = json.loads(f.read_text())
+            settings = ", ".join(f"{k} {v}" for k, v in r["protocol"].items())
+            who = "random init" if r["random_init"] else f"epoch {r['epoch']}"
+            rows.append(
+                {
+                    "result": f"{label} top-1 / top-5 ({who})",
+                    "value": f"{r['test_top1']:.4f} / {r['test_top5']:.4f}",
+                    "settings": f"{settings}; epoch {r['selected_epoch']} selected on "
+                    f"{r['validation']}",
+                    "data": f"{r['data']}; test: {r['test_split']}",
+                }
+            )
     return rows
 
 
