@@ -49,40 +49,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         "presets", help="list the presets", description="List the presets, one line each."
     )
 
-    k = sub.add_parser(
+    k = _checkpoint_command(
+        sub,
         "knn",
         help="weighted kNN accuracy of a checkpoint's encoder",
         description="Weighted kNN (cosine, k neighbours, weights exp(sim/t)) of a checkpoint's "
-        "query encoder: training split as memory, held-out split as queries.",
+        "query encoder: training split as memory, held-out split as queries. Writes a JSON "
+        "result next to the checkpoint (or --out).",
+        features=True,
+        out="result JSON path (default: <run dir>/knn-k<k>-*.json)",
     )
-    k.add_argument("checkpoint", help="checkpoint file or run directory")
-    k.add_argument("--data", help="data source (default: the one the checkpoint trained on)")
     k.add_argument("--k", type=int, default=200, help="neighbours (default 200)")
     k.add_argument("--t", type=float, default=0.1, help="temperature of the vote weights (0.1)")
-    k.add_argument(
-        "--features",
-        choices=["backbone", "head"],
-        default="backbone",
-        help="pooled backbone features (default) or the head's embedding",
-    )
-    k.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
-    k.add_argument(
-        "--random-init",
-        action="store_true",
-        help="the same encoder at its random initialisation (the baseline)",
-    )
-    k.add_argument("--out", help="result JSON path (default: <run dir>/knn-k<k>-*.json)")
 
-    lc = sub.add_parser(
+    lc = _checkpoint_command(
+        sub,
         "lincls",
         help="linear classification protocol on a checkpoint's frozen encoder",
         description="Linear protocol (MoCo Sec. 4.1): frozen backbone in eval mode, a linear "
         "classifier on pooled features, SGD lr 30, wd 0, lr x0.1 at the milestones. The "
         "epoch is selected on a validation split carved from the training data; the test "
         "split is evaluated once. Writes a JSON result next to the checkpoint (or --out).",
+        out="result JSON path (default: <run dir>/lincls-*.json)",
     )
-    lc.add_argument("checkpoint", help="checkpoint file or run directory")
-    lc.add_argument("--data", help="data source (default: the one the checkpoint trained on)")
     lc.add_argument(
         "--protocol",
         choices=["paper", "small"],
@@ -91,58 +80,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     lc.add_argument("--epochs", type=int, help="override the protocol's epochs")
     lc.add_argument("--lr", type=float, help="override the protocol's lr (30)")
-    lc.add_argument(
-        "--random-init",
-        action="store_true",
-        help="the same encoder at its random initialisation (the baseline)",
-    )
-    lc.add_argument("--out", help="result JSON path (default: <run dir>/lincls-*.json)")
-    lc.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
 
-    # overrides may come before or after options: collect the leftovers as overrides
-    ft = sub.add_parser(
+    ft = _checkpoint_command(
+        sub,
         "finetune",
         help="fine-tune the whole encoder on labelled data (transfer)",
         description="Fine-tuning (MoCo Sec. 4.2): every layer trains, BN is trained (SyncBN "
         "under torch.distributed) and the features entering the new classifier are "
         "normalised by a BN layer (--no-feature-norm turns it off). Crop+flip augmentation, "
         "cosine lr, epoch selected on a validation split; the test split is evaluated once.",
+        out="result JSON path (default: <run dir>/finetune-*.json)",
     )
-    ft.add_argument("checkpoint", help="checkpoint file or run directory")
-    ft.add_argument("--data", help="labelled data (default: the one the checkpoint trained on)")
     ft.add_argument("--epochs", type=int, help="epochs (default 20)")
     ft.add_argument("--lr", type=float, help="lr for a batch of 256 (default 0.05)")
     ft.add_argument("--batch-size", type=int, help="batch size (default 128)")
     ft.add_argument("--no-feature-norm", action="store_true", help="no BN before the new head")
-    ft.add_argument("--random-init", action="store_true", help="train from scratch (baseline)")
-    ft.add_argument("--out", help="result JSON path (default: <run dir>/finetune-*.json)")
-    ft.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
 
-    em = sub.add_parser(
+    _checkpoint_command(
+        sub,
         "embed",
         help="write a checkpoint's features of a dataset to .npy files",
         description="Features of the train and held-out splits from the frozen query encoder "
         "(eval mode, no augmentation): <split>_features.npy (float32, N x D), "
         "<split>_labels.npy, <split>_sources.txt (where each row came from) and embed.json.",
+        random_init=False,
+        features=True,
+        out="output directory (must be new or empty)",
+        out_required=True,
     )
-    em.add_argument("checkpoint", help="checkpoint file or run directory")
-    em.add_argument("--data", help="data source (default: the one the checkpoint trained on)")
-    em.add_argument("--out", required=True, help="output directory (must be new or empty)")
-    em.add_argument(
-        "--features",
-        choices=["backbone", "head"],
-        default="backbone",
-        help="pooled backbone features (default) or the head's output",
-    )
-    em.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
 
     rp = sub.add_parser(
         "report",
         help="write an HTML report of a run",
         description="Write RUN_DIR/report.html (self-contained, PNGs embedded; copies in "
         "RUN_DIR/report/): loss, pretext accuracy, lr and kNN curves; every result with its "
-        "settings (kNN, lincls-*.json); a t-SNE of held-out features coloured by class; "
-        "a nearest-neighbour retrieval grid.",
+        "settings (result.json, knn-*, lincls-*, finetune-*.json); a t-SNE of held-out "
+        "features coloured by class; a nearest-neighbour retrieval grid.",
     )
     rp.add_argument("run_dir", help="run directory")
     rp.add_argument("--points", type=int, default=2000, help="held-out images in the t-SNE")
@@ -151,7 +124,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "export",
         help="convert a checkpoint's encoder for another library",
         description="Write the query encoder of a MoCo checkpoint (ours or official) as a "
-        "state dict for another library. torchvision: loads with strict=True into "
+        "state dict for another library. detectron2: a .pkl with MoCo's rename table "
+        "(stem, resN, norm, shortcut) and matching_heuristics. timm: checked against timm's "
+        "own model (--num-classes 0: no fc). torchvision: loads with strict=True into "
         "torchvision.models.<arch>(num_classes=N); the projection head is dropped and fc "
         "re-initialised (--fc init) or left out (--fc drop).",
     )
@@ -166,6 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     x.add_argument("--fc", choices=["init", "drop"], default="init")
 
+    # overrides may come before or after options: collect the leftovers as overrides
     args, extra = parser.parse_known_args(argv)
     if extra and (args.command != "pretrain" or any(e.startswith("-") for e in extra)):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -183,6 +159,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         # ConfigError, DataSourceError, IDXFormatError, CheckpointError, NonFiniteLossError
         print(f"moco {args.command}: error: {err}", file=sys.stderr)
         return 1
+
+
+def _checkpoint_command(
+    sub: Any,
+    name: str,
+    *,
+    help: str,
+    description: str,
+    out: str,
+    random_init: bool = True,
+    features: bool = False,
+    out_required: bool = False,
+) -> argparse.ArgumentParser:
+    """A sub-command that evaluates a checkpoint: the arguments they all share."""
+    p: argparse.ArgumentParser = sub.add_parser(name, help=help, description=description)
+    p.add_argument("checkpoint", help="checkpoint file or run directory (ours or official)")
+    p.add_argument("--data", help="data source (default: the one the checkpoint trained on)")
+    p.add_argument("--out", required=out_required, help=out)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
+    if random_init:
+        p.add_argument(
+            "--random-init",
+            action="store_true",
+            help="the same encoder at its random initialisation (the baseline)",
+        )
+    if features:
+        p.add_argument(
+            "--features",
+            choices=["backbone", "head"],
+            default="backbone",
+            help="pooled backbone features (default) or the head's output",
+        )
+    return p
 
 
 def _pretrain(args: argparse.Namespace) -> int:
