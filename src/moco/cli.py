@@ -150,15 +150,46 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    from moco import dist
+
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
         print("interrupted; the last checkpoint of the run is intact", file=sys.stderr)
         return 130
-    except (ValueError, FileExistsError, FileNotFoundError, RuntimeError) as err:
+    except Exception as err:
+        if dist.world_size() > 1:  # under torchrun: say which rank stopped, and why
+            print(_distributed_failure(args.command, err), file=sys.stderr, flush=True)
+            return 1
+        if not isinstance(err, (ValueError, FileExistsError, FileNotFoundError, RuntimeError)):
+            raise
         # ConfigError, DataSourceError, IDXFormatError, CheckpointError, NonFiniteLossError
         print(f"moco {args.command}: error: {err}", file=sys.stderr)
         return 1
+    finally:
+        dist.shutdown()
+
+
+def _distributed_failure(command: str, err: Exception) -> str:
+    """One clear message for a rank that stops: its own error, or a lost peer."""
+    from moco import dist
+
+    where = f"moco {command} [rank {dist.rank()}/{dist.world_size()}]"
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    lost = any(
+        s in str(err)
+        for s in ("Connection reset", "Connection closed", "Timed out", "timed out", "Broken pipe",
+                  "NCCL", "Gloo", "gloo", "watchdog")
+    )  # fmt: skip
+    if lost:
+        return (
+            f"{where}: error: a collective with the other processes failed ({first}). "
+            "Another process exited or hung (a collective waits at most run.dist_timeout "
+            "seconds); see its log for the cause. The last checkpoint is intact: continue with "
+            "`torchrun ... -m moco pretrain --resume RUN_DIR` (torchrun --max-restarts and a "
+            "fixed run.name do this automatically)."
+        )
+    return f"{where}: error: {type(err).__name__}: {first}"
 
 
 def _checkpoint_command(
@@ -215,6 +246,10 @@ def _pretrain(args: argparse.Namespace) -> int:
             print(to_yaml(cfg), end="")
             return 0
         result = pretrain(cfg)
+    from moco import dist
+
+    if not dist.is_main():
+        return 0
     init = "n/a" if result.knn_top1_init is None else f"{result.knn_top1_init:.4f}"
     final = "n/a" if result.knn_top1 is None else f"{result.knn_top1:.4f}"
     print(
@@ -238,11 +273,14 @@ def _knn(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
+    from moco import dist
     from moco.eval.monitor import knn_of_checkpoint
 
     r = knn_of_checkpoint(
         args.checkpoint, args.data, args.k, args.t, args.features, args.device, args.random_init
     )
+    if not dist.is_main():
+        return 0
     tag = "random-init" if args.random_init else f"epoch{r['epoch']}"
     default = Path(r["checkpoint"]).parent / f"knn-k{args.k}-{tag}.json"
     out = Path(args.out) if args.out else default
@@ -323,12 +361,16 @@ def _run_protocol(kind: str, label: str, args: argparse.Namespace, protocol: Any
     import json
     from pathlib import Path
 
-    from moco import __version__
+    from moco import __version__, dist
     from moco.engine.train import resolve_device
     from moco.eval.monitor import load_for_eval
 
+    device = resolve_device(args.device)
+    dist.init_from_env(device)
     s = load_for_eval(args.checkpoint, args.data, args.random_init)
-    result = fn(s.encoder, s.data, protocol, s.size, s.mean, s.std, resolve_device(args.device))
+    result = fn(s.encoder, s.data, protocol, s.size, s.mean, s.std, device)
+    if not dist.is_main():
+        return 0
     val = f"{protocol.val_fraction:.0%}"
     tag = "random-init" if args.random_init else f"epoch{s.epoch}"
     out = Path(args.out) if args.out else Path(s.checkpoint).parent / f"{kind}-{tag}.json"

@@ -57,8 +57,12 @@ class ModelConfig:
     queue_size: int = 65536  # K
     momentum: float = 0.999  # m
     temperature: float = 0.07  # tau
-    bn_splits: int = 1  # split-BN groups G on one device (shuffling BN emulation)
+    # BN groups G of the global batch (shuffling BN, Sec. 3.3). One process normalises G
+    # groups apart (split BN); W processes normalise G / W each, so G must be a multiple
+    # of W. The paper's 8 GPUs x 32 images is G = 8; the run is the same for any W | G.
+    bn_splits: int = 1
     shuffle_keys: bool = True  # shuffle the key batch before the key encoder
+    sync_bn: bool = False  # global BN across processes (SyncBatchNorm, CUDA); needs bn_splits=1
 
 
 @dataclass
@@ -77,7 +81,7 @@ class DataConfig:
 @dataclass
 class OptimConfig:
     epochs: int = 200
-    batch_size: int = 256
+    batch_size: int = 256  # global: W processes take batch_size / W images each
     lr: float = 0.03  # base lr for a batch of 256; the run uses lr * batch_size / 256
     momentum: float = 0.9
     weight_decay: float = 1e-4
@@ -103,6 +107,8 @@ class RunConfig:
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
     log_every: int = 10  # steps between logged metrics (and the only host syncs)
     progress: bool = True  # tqdm progress bar
+    # seconds a collective waits for another process (torchrun) before the run stops
+    dist_timeout: float = 600.0
 
 
 @dataclass
@@ -196,6 +202,10 @@ def validate(cfg: Config) -> None:
             cfg.optim.batch_size % cfg.model.bn_splits == 0,
             "optim.batch_size must be divisible by model.bn_splits",
         ),
+        (
+            not (cfg.model.sync_bn and cfg.model.bn_splits > 1),
+            "model.sync_bn=true needs model.bn_splits=1 (global BN has no groups)",
+        ),
         (cfg.augment.size > 0, "augment.size must be > 0"),
         (0.0 < cfg.augment.crop_min_scale <= 1.0, "augment.crop_min_scale must be in (0, 1]"),
         (0.0 < cfg.data.holdout_fraction < 1.0, "data.holdout_fraction must be in (0, 1)"),
@@ -208,6 +218,7 @@ def validate(cfg: Config) -> None:
         (cfg.eval.knn_k >= 1, "eval.knn_k must be >= 1"),
         (cfg.eval.knn_t > 0, "eval.knn_t must be > 0"),
         (cfg.run.log_every >= 1, "run.log_every must be >= 1"),
+        (cfg.run.dist_timeout > 0, "run.dist_timeout must be > 0 (seconds)"),
     ]
     for ok, message in checks:
         if not ok:

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from moco import dist
 from moco.core.losses import info_nce
 from moco.core.momentum import momentum_update
 from moco.core.queue import enqueue_, init_queue
@@ -73,7 +74,11 @@ class MoCo(nn.Module):
         return int(self.queue.shape[1])
 
     def forward(
-        self, x_q: torch.Tensor, x_k: torch.Tensor, generator: torch.Generator | None = None
+        self,
+        x_q: torch.Tensor,
+        x_k: torch.Tensor,
+        generator: torch.Generator | None = None,
+        query_encoder: nn.Module | None = None,
     ) -> StepOutput:
         """Queries, keys and the InfoNCE loss against the current queue.
 
@@ -85,8 +90,15 @@ class MoCo(nn.Module):
         :func:`moco.engine.step.train_step`: ``momentum_update()``, ``forward``, backward
         and SGD step, ``enqueue(out.k)``. Enqueueing after the backward pass keeps the
         queue that the loss saved for backward intact without a per-step copy of it.
+
+        ``query_encoder`` runs the queries instead of ``encoder_q`` itself: the DDP
+        wrapper of ``encoder_q`` when distributed (only the trainable encoder is
+        wrapped; the key encoder and the queue stay outside DDP). When distributed,
+        x_q and x_k are this process's slice of the global batch, the key shuffle
+        spans all processes, and the loss is this slice's mean (DDP's gradient average
+        makes it the global batch's).
         """
-        q = F.normalize(self.encoder_q(x_q), dim=1)
+        q = F.normalize((query_encoder or self.encoder_q)(x_q), dim=1)
         with torch.no_grad():
             k = self._keys(x_k, generator)
         out = info_nce(q, k, self.queue, self.temperature)
@@ -99,8 +111,13 @@ class MoCo(nn.Module):
 
     @torch.no_grad()
     def enqueue(self, k: torch.Tensor) -> None:
-        """Enqueue this batch's keys (N, C), dequeuing the N oldest."""
-        enqueue_(self.queue, self.queue_ptr, k)
+        """Enqueue this batch's keys (N, C), dequeuing the N oldest.
+
+        When distributed, every rank's keys are gathered first (rank order), so the
+        queue receives the global batch and stays identical on every rank without ever
+        being broadcast.
+        """
+        enqueue_(self.queue, self.queue_ptr, dist.all_gather_nograd(k))
 
     def _keys(self, x_k: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         if not self.shuffle_keys:

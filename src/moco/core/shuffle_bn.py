@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from moco import dist
+
 
 class SplitBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm2d that, in training, normalises G contiguous chunks of the batch apart.
@@ -64,15 +66,25 @@ class SplitBatchNorm2d(nn.BatchNorm2d):
 def batch_shuffle(
     x: torch.Tensor, generator: torch.Generator | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Shuffle the batch dimension. Returns (x[perm], inverse permutation).
+    """Shuffle the key batch, across processes when distributed (MoCo Sec. 3.3).
 
-    The permutation is drawn on x's device (from ``generator`` when given, else the
-    global RNG of that device); ``batch_unshuffle(y, inverse)`` restores the order.
+    x: this process's (n, ...) slice of the global batch (W processes, W * n images in
+    rank order). The global batch is gathered, permuted with one permutation shared by
+    every rank (drawn on rank 0, from ``generator`` when given, and broadcast), and each
+    rank gets its n-row slice of the permuted batch. Returns (slice, inverse), where
+    ``inverse`` (W * n,) is the inverse global permutation for :func:`batch_unshuffle`.
+    In one process this is x[perm]: with ``SplitBatchNorm2d`` groups, rank r's slice is
+    exactly BN group r of the one-process run, which makes the two equivalent.
     """
-    perm = torch.randperm(x.shape[0], device=x.device, generator=generator)
-    return x[perm], torch.argsort(perm)
+    x_all = dist.all_gather_nograd(x)
+    perm = torch.randperm(x_all.shape[0], device=x.device, generator=generator)
+    dist.broadcast_(perm)
+    mine = perm.view(dist.world_size(), -1)[dist.rank()]
+    return x_all[mine], torch.argsort(perm)
 
 
 def batch_unshuffle(y: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
-    """Undo :func:`batch_shuffle`: rows back in their original order."""
-    return y[inverse]
+    """Undo :func:`batch_shuffle`: this rank's rows of ``y`` (n, ...) back in the order
+    of its own input slice (gathering every rank's rows when distributed)."""
+    y_all = dist.all_gather_nograd(y)
+    return y_all[inverse.view(dist.world_size(), -1)[dist.rank()]]

@@ -17,12 +17,14 @@ def train_step(
     scaler: torch.amp.GradScaler | None = None,
     amp_dtype: torch.dtype | None = None,
     generator: torch.Generator | None = None,
+    query_encoder: torch.nn.Module | None = None,
 ) -> StepOutput:
     """momentum update -> keys on the shuffled batch (no grad) -> loss -> backward ->
     SGD step of encoder_q -> enqueue this batch's keys (dequeuing the oldest).
 
     ``amp_dtype`` runs the forward pass under autocast (bf16 or fp16); ``scaler`` scales
-    the fp16 loss. Nothing here reads a value back to the host.
+    the fp16 loss. ``query_encoder`` is the DDP wrapper of ``model.encoder_q`` when
+    distributed (see :meth:`MoCo.forward`). Nothing here reads a value back to the host.
     """
     model.momentum_update()
     autocast = (
@@ -31,7 +33,7 @@ def train_step(
         else contextlib.nullcontext()
     )
     with autocast:
-        out = model(x_q, x_k, generator)
+        out = model(x_q, x_k, generator, query_encoder)
     optimizer.zero_grad(set_to_none=True)
     if scaler is not None:
         scaler.scale(out.loss).backward()

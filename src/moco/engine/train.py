@@ -13,12 +13,12 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from tqdm import tqdm
 
-from moco import __version__
+from moco import __version__, dist
 from moco.augment.views import PRESETS, build_view_transform, override
 from moco.config.schema import Config, ConfigError, apply_overrides, from_yaml, to_yaml
 from moco.core.model import MoCo
@@ -41,7 +41,10 @@ class Derived:
     """Values computed once from the config and the data, saved apart from the config."""
 
     device: str
-    lr: float  # optim.lr * batch_size / 256
+    world_size: int  # processes (torchrun); 1 without a launcher
+    batch_per_process: int  # optim.batch_size / world_size
+    bn_splits_per_process: int  # model.bn_splits / world_size
+    lr: float  # optim.lr * batch_size / 256 (global batch)
     steps_per_epoch: int
     total_steps: int
     warmup_steps: int
@@ -63,15 +66,31 @@ class PretrainResult:
 
 
 def resolve_device(name: str) -> torch.device:
+    """``auto``: CUDA when available, else CPU. Under torchrun a CUDA device without an
+    index becomes ``cuda:LOCAL_RANK`` (one GPU per process)."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"run.device={name!r} but CUDA is not available; use cpu or auto")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", dist.local_rank() if dist.launched() else 0)
     return device
 
 
 def derive(cfg: Config, data: ImageSplits, device: torch.device) -> Derived:
+    w = dist.world_size()
+    b, g = cfg.optim.batch_size, cfg.model.bn_splits
+    if b % w != 0:
+        raise ConfigError(f"optim.batch_size={b} (global) is not divisible by {w} processes")
+    if g % w != 0:
+        raise ConfigError(
+            f"model.bn_splits={g} BN groups cannot be spread over {w} processes: each "
+            f"process normalises bn_splits / {w} groups; set model.bn_splits to a multiple "
+            f"of {w} ({w} = one group per process, as the paper's 8 GPUs)"
+        )
+    if cfg.model.sync_bn and w > 1 and device.type != "cuda":
+        raise ConfigError("model.sync_bn=true runs on CUDA only (torch's SyncBatchNorm)")
     steps = len(data.train_images) // cfg.optim.batch_size
     if steps == 0:
         raise ConfigError(
@@ -81,6 +100,9 @@ def derive(cfg: Config, data: ImageSplits, device: torch.device) -> Derived:
     mean, std = data.mean_std()
     return Derived(
         device=str(device),
+        world_size=w,
+        batch_per_process=b // w,
+        bn_splits_per_process=g // w,
         lr=cfg.optim.lr * cfg.optim.batch_size / 256,
         steps_per_epoch=steps,
         total_steps=steps * cfg.optim.epochs,
@@ -94,11 +116,12 @@ def derive(cfg: Config, data: ImageSplits, device: torch.device) -> Derived:
     )
 
 
-def build_model(cfg: Config, in_chans: int) -> MoCo:
+def build_model(cfg: Config, in_chans: int, bn_splits: int | None = None) -> MoCo:
+    """The MoCo model of ``cfg``; ``bn_splits`` overrides the BN groups per process
+    (``model.bn_splits / world_size`` when training)."""
     m = cfg.model
-    encoder = build_encoder(
-        m.arch.value, m.dim, m.mlp, m.cifar_stem, in_chans, m.width, m.bn_splits
-    )
+    splits = m.bn_splits if bn_splits is None else bn_splits
+    encoder = build_encoder(m.arch.value, m.dim, m.mlp, m.cifar_stem, in_chans, m.width, splits)
     return MoCo(encoder, m.dim, m.queue_size, m.momentum, m.temperature, m.shuffle_keys)
 
 
@@ -128,7 +151,20 @@ def _new_run_dir(cfg: Config) -> Path:
 
 
 def pretrain(cfg: Config) -> PretrainResult:
-    """Pre-train with MoCo as ``cfg`` says, in a new run directory."""
+    """Pre-train with MoCo as ``cfg`` says, in a new run directory.
+
+    Under ``torchrun --max-restarts``, a restarted job continues its run from the last
+    checkpoint (found through ``run.name``, which such jobs must set).
+    """
+    if dist.max_restarts() > 0 and not cfg.run.name:
+        raise ConfigError(
+            "torchrun --max-restarts needs a fixed run.name, so that a restarted job "
+            "finds its run directory and resumes from its last checkpoint"
+        )
+    ckpt = Path(cfg.run.out_dir) / cfg.run.name / "checkpoint.pth.tar"
+    if dist.restart_count() > 0 and cfg.run.name and ckpt.is_file():
+        tqdm.write(f"torchrun restart {dist.restart_count()}: resuming from {ckpt}")
+        return resume(ckpt)
     return _run(cfg, None)
 
 
@@ -159,17 +195,20 @@ def resume(checkpoint: str | Path, overrides: list[str] | tuple[str, ...] = ()) 
 
 
 def _run(cfg: Config, state: dict[str, Any] | None) -> PretrainResult:
-    if state is not None:
-        run_dir = Path(state["path"]).parent
     device = resolve_device(cfg.run.device)
-    torch.manual_seed(cfg.run.seed)
+    dist.init_from_env(device, cfg.run.dist_timeout)
+    main = dist.is_main()  # rank 0 alone writes files, logs and the progress bar
+    torch.manual_seed(cfg.run.seed)  # the same model on every rank
     data = load_source(cfg.data.source, cfg.data.holdout_fraction, cfg.run.seed)
     derived = derive(cfg, data, device)
 
     spec = override(PRESETS[cfg.augment.preset.value], scale=(cfg.augment.crop_min_scale, 1.0))
     views = build_view_transform(spec, cfg.augment.size, data.channels, derived.mean, derived.std)
     views = views.to(device)
-    model = build_model(cfg, data.channels).to(device)
+    model = build_model(cfg, data.channels, derived.bn_splits_per_process)
+    if cfg.model.sync_bn:  # global BN (SyncBatchNorm) in both encoders when distributed
+        model = cast(MoCo, dist.sync_batchnorm(model))
+    model = model.to(device)
     optimizer = torch.optim.SGD(
         model.encoder_q.parameters(),
         lr=derived.lr,
@@ -184,27 +223,36 @@ def _run(cfg: Config, state: dict[str, Any] | None) -> PretrainResult:
     history: dict[str, Any] = {"knn": {}}
     start_epoch, step = 0, 0
     if state is not None:
+        run_dir = Path(state["path"]).parent
         model.load_state_dict(ckpt_io.from_official(state["state_dict"]))
         optimizer.load_state_dict(state["optimizer"])
         if scaler is not None and state.get("scaler") is not None:
             scaler.load_state_dict(state["scaler"])
         start_epoch, step, history = state["epoch"], state["step"], state["history"]
     else:
-        run_dir = _new_run_dir(cfg)
-    # what runs from here on (a resume may have changed optim.epochs, hence total steps)
-    (run_dir / "config.yaml").write_text(to_yaml(cfg))
-    (run_dir / "derived.json").write_text(json.dumps(dataclasses.asdict(derived), indent=2))
-    log = MetricsLog(run_dir)
-    tqdm.write(
-        f"{'resuming' if state is not None else 'run'} {run_dir}: {cfg.preset} on {data.name} "
-        f"({derived.train_images} train / {derived.held_out_images} held-out images, "
-        f"{derived.held_out}); {derived.device}, lr {derived.lr:.4g}, "
-        f"{derived.steps_per_epoch} steps/epoch"
-    )
+        run_dir = dist.on_main(lambda: _new_run_dir(cfg))
+    # Identical start on every rank: query and key encoders, queue and pointer.
+    dist.broadcast_module_(model)
+    query_encoder = dist.data_parallel(model.encoder_q, device)
+    log = MetricsLog(run_dir) if main else None
+    if main:  # what runs from here on (a resume may have changed optim.epochs)
+        (run_dir / "config.yaml").write_text(to_yaml(cfg))
+        (run_dir / "derived.json").write_text(json.dumps(dataclasses.asdict(derived), indent=2))
+        procs = f"{derived.world_size} processes x " if derived.world_size > 1 else ""
+        tqdm.write(
+            f"{'resuming' if state is not None else 'run'} {run_dir}: {cfg.preset} on "
+            f"{data.name} ({derived.train_images} train / {derived.held_out_images} held-out "
+            f"images, {derived.held_out}); {procs}{derived.device}, batch "
+            f"{cfg.optim.batch_size}, lr {derived.lr:.4g}, {derived.steps_per_epoch} steps/epoch"
+        )
     ckpt_path = run_dir / "checkpoint.pth.tar"
     knn_every = cfg.eval.knn_every
 
     def save(epoch: int) -> None:
+        dist.average_bn_stats_(model)  # the running stats of the one-process run
+        rngs = dist.all_gather_object(ckpt_io.rng_state())
+        if not main:
+            return
         ckpt_io.save_atomic(
             {
                 "epoch": epoch,
@@ -213,7 +261,8 @@ def _run(cfg: Config, state: dict[str, Any] | None) -> PretrainResult:
                 "optimizer": optimizer.state_dict(),
                 "scaler": scaler.state_dict() if scaler is not None else None,
                 "step": step,
-                "rng": ckpt_io.rng_state(),
+                "rng": rngs[0],
+                "rng_per_rank": rngs,
                 "config": to_yaml(cfg),
                 "derived": dataclasses.asdict(derived),
                 "history": history,
@@ -224,6 +273,7 @@ def _run(cfg: Config, state: dict[str, Any] | None) -> PretrainResult:
 
     def knn(epoch: int) -> None:
         e = cfg.eval
+        dist.average_bn_stats_(model)
         top1 = knn_accuracy(
             model.encoder_q,
             data,
@@ -236,15 +286,18 @@ def _run(cfg: Config, state: dict[str, Any] | None) -> PretrainResult:
             device,
         )
         history["knn"][epoch] = top1
-        log.log("knn", step, epoch=epoch, top1=top1)
-        tqdm.write(f"epoch {epoch}: kNN top-1 {top1:.4f} (k={cfg.eval.knn_k}, t={cfg.eval.knn_t})")
+        if log is not None:
+            log.log("knn", step, epoch=epoch, top1=top1)
+            tqdm.write(f"epoch {epoch}: kNN top-1 {top1:.4f} (k={e.knn_k}, t={e.knn_t})")
 
     if state is None:
         if knn_every > 0:
             knn(0)  # the random-init baseline every run reports
         save(0)
+        if derived.world_size > 1:  # each rank its own augmentation stream
+            torch.manual_seed(cfg.run.seed + dist.rank())
     else:
-        ckpt_io.set_rng_state(state["rng"])
+        _restore_rng(state, derived.world_size)
 
     model.train()
     for epoch in range(start_epoch, cfg.optim.epochs):
@@ -252,12 +305,12 @@ def _run(cfg: Config, state: dict[str, Any] | None) -> PretrainResult:
         bar = tqdm(
             loader,
             desc=f"epoch {epoch + 1}/{cfg.optim.epochs}",
-            disable=not cfg.run.progress,
+            disable=not (cfg.run.progress and main),
             leave=False,
             dynamic_ncols=True,
         )
-        loss_sum = torch.zeros((), device=device)
-        correct_sum = torch.zeros((), device=device)
+        # loss sum, correct count, images: summed over ranks at log time only
+        sums = torch.zeros(3, device=device, dtype=torch.float64)
         seen, t0 = 0, time.perf_counter()
         for images, _, _ in bar:
             lr = lr_at(
@@ -272,33 +325,40 @@ def _run(cfg: Config, state: dict[str, Any] | None) -> PretrainResult:
             for group in optimizer.param_groups:
                 group["lr"] = lr
             x_q, x_k = views(images), views(images)
-            out = train_step(model, optimizer, x_q, x_k, scaler, amp_dtype)
-            loss_sum += out.loss.detach().float()
-            correct_sum += out.correct.sum()
+            out = train_step(
+                model, optimizer, x_q, x_k, scaler, amp_dtype, query_encoder=query_encoder
+            )
+            sums[0] += out.loss.detach().double() * len(images)
+            sums[1] += out.correct.sum()
             seen += len(images)
             step += 1
-            if step % cfg.run.log_every == 0 or seen == len(loader) * loader.batch_size:
-                n_steps = seen // loader.batch_size
-                # running means over the epoch so far; the only host syncs of the loop
-                loss = loss_sum.item() / n_steps
+            if step % cfg.run.log_every == 0 or seen == len(loader) * len(images):
+                # running means over the epoch so far, over all ranks; the only host
+                # syncs of the loop (every rank sees the same values, so a non-finite
+                # loss stops all of them together)
+                total = dist.all_reduce_sum_(torch.stack([sums[0], sums[1]]))
+                images_seen = seen * derived.world_size
+                loss = total[0].item() / images_seen
                 if not math.isfinite(loss):
-                    log.close()
+                    if log is not None:
+                        log.close()
                     raise NonFiniteLossError(
                         f"loss is {loss} at step {step} (epoch {epoch + 1}); stopped without "
                         f"saving. The last good checkpoint is {ckpt_path} (epoch {epoch}). "
                         "Lower optim.lr, or turn off optim.amp."
                     )
-                acc = correct_sum.item() / seen
-                ips = seen / (time.perf_counter() - t0)
-                log.log(
-                    "train",
-                    step,
-                    epoch=epoch + 1,
-                    loss=loss,
-                    pretext_acc=acc,
-                    lr=lr,
-                    images_per_s=ips,
-                )
+                acc = total[1].item() / images_seen
+                ips = images_seen / (time.perf_counter() - t0)
+                if log is not None:
+                    log.log(
+                        "train",
+                        step,
+                        epoch=epoch + 1,
+                        loss=loss,
+                        pretext_acc=acc,
+                        lr=lr,
+                        images_per_s=ips,
+                    )
                 bar.set_postfix(
                     loss=f"{loss:.3f}", acc=f"{acc:.3f}", lr=f"{lr:.4f}", ips=f"{ips:.0f}"
                 )
@@ -306,33 +366,51 @@ def _run(cfg: Config, state: dict[str, Any] | None) -> PretrainResult:
         if knn_every > 0 and (done % knn_every == 0 or done == cfg.optim.epochs):
             knn(done)
         save(done)
-        loss_ep = loss_sum.item() / max(1, len(loader))
-        tqdm.write(
-            f"epoch {done}/{cfg.optim.epochs}: loss {loss_ep:.4f} "
-            f"pretext acc {correct_sum.item() / max(1, seen):.3f} lr {lr:.4g}"
-        )
-    log.close()
+        if main:
+            tqdm.write(
+                f"epoch {done}/{cfg.optim.epochs}: loss {loss:.4f} pretext acc {acc:.3f} "
+                f"lr {lr:.4g}"
+            )
     knn_hist = {int(k): v for k, v in history["knn"].items()}
     final = knn_hist.get(cfg.optim.epochs)
     result = PretrainResult(run_dir, ckpt_path, cfg.optim.epochs, final, knn_hist.get(0))
-    (run_dir / "result.json").write_text(
-        json.dumps(
-            {
-                "checkpoint": str(ckpt_path),
-                "epochs": cfg.optim.epochs,
-                "data": data.name,
-                "held_out": data.held_out,
-                "knn_top1": final,
-                "knn_top1_random_init": knn_hist.get(0),
-                "knn": {
-                    "k": cfg.eval.knn_k,
-                    "t": cfg.eval.knn_t,
-                    "features": cfg.eval.knn_features.value,
+    if log is not None:
+        log.close()
+        (run_dir / "result.json").write_text(
+            json.dumps(
+                {
+                    "checkpoint": str(ckpt_path),
+                    "epochs": cfg.optim.epochs,
+                    "data": data.name,
+                    "held_out": data.held_out,
+                    "processes": derived.world_size,
+                    "knn_top1": final,
+                    "knn_top1_random_init": knn_hist.get(0),
+                    "knn": {
+                        "k": cfg.eval.knn_k,
+                        "t": cfg.eval.knn_t,
+                        "features": cfg.eval.knn_features.value,
+                    },
+                    "knn_history": knn_hist,
+                    "version": __version__,
                 },
-                "knn_history": knn_hist,
-                "version": __version__,
-            },
-            indent=2,
+                indent=2,
+            )
         )
-    )
     return result
+
+
+def _restore_rng(state: dict[str, Any], world: int) -> None:
+    """Each rank's RNG as saved, so a resume is bitwise the uninterrupted run. With a
+    different number of processes that is impossible: ranks are re-seeded instead."""
+    per_rank = state.get("rng_per_rank") or [state["rng"]]
+    if len(per_rank) == world:
+        ckpt_io.set_rng_state(per_rank[dist.rank()])
+        return
+    if dist.is_main():
+        tqdm.write(
+            f"note: the checkpoint was written by {len(per_rank)} processes and this run has "
+            f"{world}; training continues equivalently but not bitwise (augmentation RNG "
+            "re-seeded per rank)"
+        )
+    torch.manual_seed(int(state["step"]) * 1000 + dist.rank())

@@ -7,6 +7,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from moco import dist
+
 
 @torch.no_grad()
 def extract_features(
@@ -20,9 +22,14 @@ def extract_features(
 
     ``forward`` is e.g. ``encoder.forward_features`` (pooled backbone) or ``encoder``
     (head output). The caller puts the encoder in eval mode; this only batches.
+
+    Under torch.distributed each rank encodes a contiguous 1/W of the images and the
+    shards are gathered back by sample index (padding dropped), so every rank returns
+    the same (N, D) tensor in the original order, with no sample counted twice.
     """
+    mine = dist.shard_indices(len(images))
     out = []
-    for i in range(0, len(images), batch_size):
-        x = transform(images[i : i + batch_size].to(device, non_blocking=True))
+    for i in range(0, len(mine), batch_size):
+        x = transform(images[mine[i : i + batch_size]].to(device, non_blocking=True))
         out.append(forward(x).float())
-    return torch.cat(out)
+    return dist.gather_shards(torch.cat(out), len(images))

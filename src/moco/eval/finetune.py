@@ -23,7 +23,7 @@ from torch import nn
 from moco.augment.views import build_eval_transform
 from moco.core.shuffle_bn import SplitBatchNorm2d
 from moco.data.sources import ImageSplits, stratified_split
-from moco.dist import sync_batchnorm
+from moco.dist import sync_batchnorm, world_size
 from moco.encoders.resnet import ResNet
 from moco.eval.features import extract_features
 from moco.eval.linear import ClassifierResult, topk_accuracy
@@ -62,6 +62,12 @@ def finetune(
     std: tuple[float, ...],
     device: torch.device | str = "cpu",
 ) -> ClassifierResult:
+    """Fine-tune a copy of ``encoder`` with a new head; see the module docstring."""
+    if world_size() > 1:
+        raise ValueError(
+            "moco finetune runs in one process for now (no DDP of the whole network yet); "
+            "launch it without torchrun"
+        )
     torch.manual_seed(protocol.seed)
     net = sync_batchnorm(classifier_model(encoder, data.num_classes, protocol.norm_features))
     net = net.to(device)

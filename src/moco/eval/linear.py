@@ -10,6 +10,10 @@ Two paths: through the frozen backbone every step (``augment=True``: random-resi
 crops + flips, as the paper), or, without augmentation, on features extracted once
 (``cache_features=True``): far faster on a CPU and the same classifier as running the
 un-augmented images through the backbone every step (a test checks it).
+
+Under torchrun, every rank encodes a share of each batch (or of the dataset) and the
+features are gathered by sample index; the classifier then trains on the same features
+with the same seed on every rank, so the replicas stay identical without DDP.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from moco import dist
 from moco.augment.views import build_eval_transform
 from moco.data.sources import ImageSplits, stratified_split
 from moco.encoders.resnet import ResNet
@@ -131,9 +136,10 @@ def train_linear_probe(
             if cached is not None:
                 x = cached[idx]
             else:
-                with torch.no_grad():
-                    raw = train_images[idx.cpu()].to(device).float().div(255.0)
-                    x = backbone.forward_features(train_tf(raw))
+                with torch.no_grad():  # each rank encodes a share of the batch
+                    mine = idx.cpu()[dist.shard_indices(len(idx))]
+                    raw = train_images[mine].to(device).float().div(255.0)
+                    x = dist.gather_shards(backbone.forward_features(train_tf(raw)), len(idx))
             loss = F.cross_entropy(classifier(x), y_train[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

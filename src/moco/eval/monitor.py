@@ -109,10 +109,11 @@ def knn_of_checkpoint(
     random_init: bool = False,
 ) -> dict[str, Any]:
     """kNN top-1 of a checkpoint's query encoder, as a record of what was measured."""
-    from moco import __version__
+    from moco import __version__, dist
     from moco.engine.train import resolve_device
 
     dev = resolve_device(device)
+    dist.init_from_env(dev)  # under torchrun: each rank encodes a share of the images
     s = load_for_eval(path, source, random_init)
     top1 = knn_accuracy(s.encoder.to(dev), s.data, s.size, s.mean, s.std, k, t, features, dev)
     return {
