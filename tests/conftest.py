@@ -35,3 +35,50 @@ def make_idx_dir(root: Path, n_train: int, n_test: int) -> Path:
 @pytest.fixture
 def tiny_idx(tmp_path: Path) -> Path:
     return make_idx_dir(tmp_path / "tiny", 256, 64)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def rank_env(rank: int, world: int, port: int) -> dict[str, str]:
+    """The environment torchrun gives rank ``rank`` of ``world`` on one node."""
+    import os
+
+    return {
+        **os.environ,
+        "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
+        "LOCAL_WORLD_SIZE": str(world), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+        "OMP_NUM_THREADS": "1",
+    }  # fmt: skip
+
+
+def launch_ranks(scenario: str, out: Path, world: int = 2, timeout: float = 120) -> None:
+    """Run tests/dist_worker.py SCENARIO on ``world`` gloo processes; fail on any error."""
+    import subprocess
+    import sys
+
+    out.mkdir(parents=True, exist_ok=True)
+    worker = Path(__file__).with_name("dist_worker.py")
+    port = free_port()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(worker), scenario, str(out)],
+            env=rank_env(r, world, port),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for r in range(world)
+    ]
+    try:
+        logs = [p.communicate(timeout=timeout)[0] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    for r, (p, log) in enumerate(zip(procs, logs, strict=True)):
+        assert p.returncode == 0, f"rank {r} of {scenario!r} failed:\n{log}"

@@ -16,6 +16,7 @@ it) sets: ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PO
 from __future__ import annotations
 
 import datetime
+import functools
 import inspect
 import os
 from collections.abc import Callable
@@ -163,7 +164,8 @@ def average_bn_stats_(module: nn.Module) -> None:
     ]
     if not stats:
         return
-    flat = torch.cat([t.reshape(-1).float() for t in stats])
+    dtype = functools.reduce(torch.promote_types, (t.dtype for t in stats))
+    flat = torch.cat([t.reshape(-1).to(dtype) for t in stats])
     torch_dist.all_reduce(flat)
     flat /= w
     offset = 0
