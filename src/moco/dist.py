@@ -287,7 +287,8 @@ def data_parallel(module: nn.Module, device: torch.device) -> nn.Module:
     # newer torch renames the option; the initial sync from rank 0 is wanted either way
     params = inspect.signature(DistributedDataParallel.__init__).parameters
     key = "forward_sync_buffers" if "forward_sync_buffers" in params else "broadcast_buffers"
-    return DistributedDataParallel(module, device_ids=ids, **{key: False})
+    options: dict[str, Any] = {key: False}
+    return DistributedDataParallel(module, device_ids=ids, **options)
 
 
 def sync_batchnorm(module: nn.Module) -> nn.Module:
