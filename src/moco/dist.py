@@ -68,6 +68,11 @@ def restart_count() -> int:
     return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
 
 
+def launch_rank() -> int:
+    """The rank the launcher gave this process, before any process group exists."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def max_restarts() -> int:
     return int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0"))
 
@@ -88,9 +93,24 @@ def init_from_env(device: torch.device, timeout_s: float = 600.0) -> bool:
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
         torch.cuda.set_device(device)
+    timeout = datetime.timedelta(seconds=timeout_s)
+    store: torch_dist.Store | None = None
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+        # torchrun's agent serves one store for the whole job, across --max-restarts,
+        # and the process group's keys in it are not namespaced by attempt: the
+        # workers of a restart would read the addresses of the workers that died and
+        # hang connecting to them. Namespace the keys by attempt ourselves.
+        agent = torch_dist.TCPStore(
+            os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),
+            int(os.environ["WORLD_SIZE"]), is_master=False, timeout=timeout,
+        )  # fmt: skip
+        store = torch_dist.PrefixStore(f"moco/attempt_{restart_count()}", agent)
     torch_dist.init_process_group(
         backend,
-        timeout=datetime.timedelta(seconds=timeout_s),
+        store=store,
+        rank=int(os.environ["RANK"]) if store is not None else -1,
+        world_size=int(os.environ["WORLD_SIZE"]) if store is not None else -1,
+        timeout=timeout,
         device_id=device if device.type == "cuda" else None,
     )
     return True

@@ -83,14 +83,15 @@ def derive(cfg: Config, data: ImageSplits, device: torch.device) -> Derived:
     b, g = cfg.optim.batch_size, cfg.model.bn_splits
     if b % w != 0:
         raise ConfigError(f"optim.batch_size={b} (global) is not divisible by {w} processes")
-    if g % w != 0:
+    if cfg.model.sync_bn:  # one global BN: no groups to spread
+        if w > 1 and device.type != "cuda":
+            raise ConfigError("model.sync_bn=true runs on CUDA only (torch's SyncBatchNorm)")
+    elif g % w != 0:
         raise ConfigError(
             f"model.bn_splits={g} BN groups cannot be spread over {w} processes: each "
             f"process normalises bn_splits / {w} groups; set model.bn_splits to a multiple "
             f"of {w} ({w} = one group per process, as the paper's 8 GPUs)"
         )
-    if cfg.model.sync_bn and w > 1 and device.type != "cuda":
-        raise ConfigError("model.sync_bn=true runs on CUDA only (torch's SyncBatchNorm)")
     steps = len(data.train_images) // cfg.optim.batch_size
     if steps == 0:
         raise ConfigError(
@@ -102,7 +103,7 @@ def derive(cfg: Config, data: ImageSplits, device: torch.device) -> Derived:
         device=str(device),
         world_size=w,
         batch_per_process=b // w,
-        bn_splits_per_process=g // w,
+        bn_splits_per_process=1 if cfg.model.sync_bn else g // w,
         lr=cfg.optim.lr * cfg.optim.batch_size / 256,
         steps_per_epoch=steps,
         total_steps=steps * cfg.optim.epochs,
@@ -163,7 +164,8 @@ def pretrain(cfg: Config) -> PretrainResult:
         )
     ckpt = Path(cfg.run.out_dir) / cfg.run.name / "checkpoint.pth.tar"
     if dist.restart_count() > 0 and cfg.run.name and ckpt.is_file():
-        tqdm.write(f"torchrun restart {dist.restart_count()}: resuming from {ckpt}")
+        if dist.launch_rank() == 0:
+            tqdm.write(f"torchrun restart {dist.restart_count()}: resuming from {ckpt}")
         return resume(ckpt)
     return _run(cfg, None)
 
