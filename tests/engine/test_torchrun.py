@@ -86,9 +86,7 @@ def test_a_killed_worker_restarts_and_resumes_to_the_uninterrupted_weights(tiny_
 
 
 @pytest.mark.parametrize("fault", ["kill", "hang"])
-def test_when_a_rank_dies_or_hangs_the_other_exits_with_a_clear_message(
-    fault, tiny_idx, tmp_path
-):
+def test_when_a_rank_dies_or_hangs_the_other_exits_with_a_clear_message(fault, tiny_idx, tmp_path):
     """No launcher agent to clean up: rank 0 itself must notice, quickly when the peer's
     sockets close, within run.dist_timeout when the peer hangs."""
     args = ["-m", "moco", "pretrain", "--data", str(tiny_idx), "--out", str(tmp_path), *TINY]
@@ -128,7 +126,8 @@ def test_knn_and_linear_under_torchrun_equal_one_process(tiny_idx, tmp_path):
          f"run.out_dir={tmp_path}", "run.name=r"],
     )  # fmt: skip
     ckpt = str(pretrain(cfg).checkpoint)
-    for cmd in (["knn", ckpt, "--k", "20"], ["lincls", ckpt, "--protocol", "small", "--epochs", "4"]):
+    lincls = ["lincls", ckpt, "--protocol", "small", "--epochs", "4"]
+    for cmd in (["knn", ckpt, "--k", "20"], lincls):
         assert cli.main([*cmd, "--out", str(tmp_path / "one.json")]) == 0
         log = tmp_path / "two.log"
         finish(torchrun([*cmd, "--out", str(tmp_path / "two.json")], log), log)
