@@ -22,6 +22,9 @@ def test_one_process_helpers_are_the_identity():
     assert dist.all_gather_object(3) == [3]
     module = torch.nn.Linear(2, 2)
     assert dist.data_parallel(module, torch.device("cpu")) is module
+    bn = torch.nn.BatchNorm2d(3)
+    assert dist.sync_batchnorm(bn) is bn  # one process: BN already sees the whole batch
+    dist.average_bn_stats_(bn)  # nothing to average with
     assert not dist.launched() and dist.restart_count() == 0
 
 

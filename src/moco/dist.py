@@ -29,10 +29,6 @@ from torch import nn
 T = TypeVar("T")
 
 
-class DistributedError(RuntimeError):
-    """A collective failed or timed out: another process died, hung or disagreed."""
-
-
 # ----------------------------------------------------------------------------- state
 
 

@@ -46,6 +46,11 @@ def test_bad_values_name_the_key_and_what_is_allowed():
         load_config("default", ["model.momentum=1.5"])
     with pytest.raises(ConfigError, match="key=value"):
         load_config("default", ["optim.epochs"])
+    with pytest.raises(ConfigError, match="sync_bn=true needs model.bn_splits=1"):
+        load_config("default", ["model.sync_bn=true"])  # the default has 8 groups
+    with pytest.raises(ConfigError, match="run.dist_timeout"):
+        load_config("default", ["run.dist_timeout=0"])
+    assert load_config("default", ["model.sync_bn=true", "model.bn_splits=1"]).model.sync_bn
 
 
 def test_yaml_round_trip():

@@ -115,7 +115,7 @@ def test_when_a_rank_dies_or_hangs_the_other_exits_with_a_clear_message(fault, t
     assert rc == 1, out
     assert "moco pretrain [rank 0/2]: error: a collective with the other processes failed" in out
     assert "--resume" in out
-    assert waited < (5 if fault == "kill" else 5 + 20), waited
+    assert waited < (20 if fault == "kill" else 40), waited  # dist_timeout is 5 s
     assert ckpt_io.load(tmp_path / "r")["epoch"] >= 1  # the last checkpoint is intact
 
 
