@@ -10,6 +10,8 @@ Method. One encoder architecture (split BN included) and one batch of N random i
   C  the MoCo-only pieces, each timed in isolation as the mean of ``--inner`` calls:
      ``model.momentum_update()``, ``model.enqueue(k)`` and ``info_nce(q, k, queue, tau)``
      on precomputed q, k (forward alone, and forward + backward to q).
+  D  the loop's work around the step: fetching a batch from the in-memory loader and
+     making the two v2 views on the device (kornia), as shares of step + fetch + views.
 Each repeat runs A, B, C back to back after a warm-up, so machine noise hits all sides
 alike; the report uses medians over ``--repeats``. CUDA is synchronised around timings.
 
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import statistics
 import time
 from collections.abc import Callable
@@ -36,8 +39,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from moco.augment.views import PRESETS, build_view_transform
 from moco.core.losses import info_nce
 from moco.core.model import MoCo
+from moco.data.loader import InMemoryLoader
 from moco.encoders.resnet import build_encoder
 from moco.engine.step import train_step
 
@@ -132,11 +137,30 @@ def main(argv: list[str] | None = None) -> None:
         with torch.no_grad():
             model.encoder_k(x_k)
 
+    # the loop's work around the step: a batch from the in-memory loader, two views
+    raw = torch.randint(0, 256, (4 * args.batch, *shape), dtype=torch.uint8)
+    loader = InMemoryLoader(raw, torch.zeros(len(raw), dtype=torch.long), args.batch, device)
+    batches = itertools.cycle(list(range(len(loader))))
+    order = iter(loader)
+    c = shape[0]
+    views = build_view_transform(PRESETS["v2"], shape[1], c, (0.5,) * c, (0.25,) * c).to(device)
+    images = next(iter(loader))[0]
+
+    def fetch() -> None:
+        nonlocal order
+        if next(batches) == 0:
+            order = iter(loader)
+        next(order)
+
     pieces: dict[str, Callable[[], object]] = {
         "momentum update": model.momentum_update,
         "enqueue": lambda: model.enqueue(k),
         "loss fwd": loss_forward,
         "loss fwd+bwd": loss_forward_backward,
+    }
+    around: dict[str, Callable[[], object]] = {
+        "batch fetch": fetch,
+        "2 views (v2)": lambda: (views(images), views(images)),
     }
     time_it = timer(device)
     times: dict[str, list[float]] = {
@@ -144,6 +168,7 @@ def main(argv: list[str] | None = None) -> None:
         "moco": [],
         "key fwd": [],
         **{p: [] for p in pieces},
+        **{p: [] for p in around},
     }
     for r in range(args.warmup + args.repeats):
         sample = {
@@ -151,6 +176,7 @@ def main(argv: list[str] | None = None) -> None:
             "moco": time_it(lambda: train_step(model, opt_moco, x_q, x_k), 1),
             "key fwd": time_it(key_forward, 1),
             **{p: time_it(fn, args.inner) for p, fn in pieces.items()},
+            **{p: time_it(fn, 3) for p, fn in around.items()},
         }
         if r >= args.warmup:
             for key, t in sample.items():
@@ -180,6 +206,10 @@ def main(argv: list[str] | None = None) -> None:
     rest = med["moco"] - med["momentum update"] - med["enqueue"] - med["loss fwd+bwd"]
     print(f"  {'rest':<16} {rest * 1e3:8.2f} ms  {100 * rest / med['moco']:5.1f} %", end="")
     print("  (encoders, SGD, key shuffle)")
+    it = med["moco"] + sum(med[p] for p in around)
+    print(f"around the step (share of step + fetch + views = {it * 1e3:.1f} ms):")
+    for p in around:
+        print(f"  {p:<16} {med[p] * 1e3:8.2f} ms  {100 * med[p] / it:5.1f} %")
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ class Schedule(str, enum.Enum):
 
 class Amp(str, enum.Enum):
     none = "none"
+    auto = "auto"  # bf16 where the device computes it natively (measured ~2x), else none
     bf16 = "bf16"
     fp16 = "fp16"
 
@@ -109,6 +110,9 @@ class RunConfig:
     progress: bool = True  # tqdm progress bar
     # seconds a collective waits for another process (torchrun) before the run stops
     dist_timeout: float = 600.0
+    # speed options (docs/performance.md): torch.compile of both encoders, NHWC layout
+    compile: bool = False
+    channels_last: bool = False
 
 
 @dataclass

@@ -45,6 +45,7 @@ class Derived:
     batch_per_process: int  # optim.batch_size / world_size
     bn_splits_per_process: int  # model.bn_splits / world_size
     lr: float  # optim.lr * batch_size / 256 (global batch)
+    amp: str  # optim.amp as run on this device (auto resolved to bf16 or none)
     steps_per_epoch: int
     total_steps: int
     warmup_steps: int
@@ -104,6 +105,7 @@ def derive(cfg: Config, data: ImageSplits, device: torch.device) -> Derived:
         world_size=w,
         batch_per_process=b // w,
         bn_splits_per_process=1 if cfg.model.sync_bn else g // w,
+        amp=resolve_amp(cfg.optim.amp.value, device),
         lr=cfg.optim.lr * cfg.optim.batch_size / 256,
         steps_per_epoch=steps,
         total_steps=steps * cfg.optim.epochs,
@@ -126,16 +128,36 @@ def build_model(cfg: Config, in_chans: int, bn_splits: int | None = None) -> MoC
     return MoCo(encoder, m.dim, m.queue_size, m.momentum, m.temperature, m.shuffle_keys)
 
 
+def fast_bf16(device: torch.device) -> bool:
+    """Whether ``device`` runs bf16 matmuls / convolutions natively (so autocast wins):
+    CUDA with bf16 support (Ampere and later), or a CPU that oneDNN runs bf16 on."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        try:
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):
+            return False
+    return False
+
+
+def resolve_amp(name: str, device: torch.device) -> str:
+    """``optim.amp`` as it runs on ``device``: ``auto`` becomes bf16 or none."""
+    if name == "auto":
+        return "bf16" if fast_bf16(device) else "none"
+    if name == "fp16" and device.type != "cuda":
+        raise ConfigError("optim.amp=fp16 needs a CUDA device; use bf16 on CPU")
+    return name
+
+
 def _amp(
     cfg: Config, device: torch.device
 ) -> tuple[torch.dtype | None, torch.amp.GradScaler | None]:
-    amp = cfg.optim.amp.value
+    amp = resolve_amp(cfg.optim.amp.value, device)
     if amp == "none":
         return None, None
     if amp == "bf16":
         return torch.bfloat16, None
-    if device.type != "cuda":
-        raise ConfigError("optim.amp=fp16 needs a CUDA device; use bf16 on CPU")
     return torch.float16, torch.amp.GradScaler("cuda")
 
 
@@ -211,6 +233,12 @@ def _run(cfg: Config, state: dict[str, Any] | None) -> PretrainResult:
     if cfg.model.sync_bn:  # global BN (SyncBatchNorm) in both encoders when distributed
         model = cast(MoCo, dist.sync_batchnorm(model))
     model = model.to(device)
+    fmt = torch.channels_last if cfg.run.channels_last else torch.contiguous_format
+    if cfg.run.channels_last:
+        model = model.to(memory_format=fmt)  # type: ignore[call-overload]
+    if cfg.run.compile:  # in place: parameter names and state_dict keys do not change
+        model.encoder_q.compile()
+        model.encoder_k.compile()
     optimizer = torch.optim.SGD(
         model.encoder_q.parameters(),
         lr=derived.lr,
@@ -326,7 +354,8 @@ def _run(cfg: Config, state: dict[str, Any] | None) -> PretrainResult:
             )
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            x_q, x_k = views(images), views(images)
+            x_q = views(images).contiguous(memory_format=fmt)
+            x_k = views(images).contiguous(memory_format=fmt)
             out = train_step(
                 model, optimizer, x_q, x_k, scaler, amp_dtype, query_encoder=query_encoder
             )
