@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from moco.core.losses import info_nce  # noqa: E402
 from moco.core.model import MoCo  # noqa: E402
 from moco.encoders.resnet import build_encoder  # noqa: E402
+from moco.engine.host import keep_freed_memory  # noqa: E402
 from moco.engine.step import train_step  # noqa: E402
 from step_ratio import DIM, ENCODERS, MOMENTUM, SGD, TAU, timer  # noqa: E402
 
@@ -73,6 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as training does on CPU (engine/host.py)
     device = torch.device(args.device)
     kwargs, shape = ENCODERS[args.encoder]
     torch.manual_seed(0)

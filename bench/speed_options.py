@@ -11,6 +11,9 @@ alike. Options:
   compile        torch.compile of the query and key encoders (Module.compile, so the
                  state_dict keys do not change)
   fused_sgd      torch.optim.SGD(fused=True): one kernel for the whole update
+  malloc         glibc keeps freed memory in the process (moco.engine.host); toggled
+                 before every step of every variant, so the others run with glibc's
+                 defaults
 
 Correctness. ``--check-steps`` trains each variant for that many steps from the same
 start on real images (the bundled Fashion-MNIST subset, resized and channel-repeated
@@ -38,10 +41,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from moco.core.model import MoCo  # noqa: E402
 from moco.encoders.resnet import build_encoder  # noqa: E402
+from moco.engine.host import keep_freed_memory  # noqa: E402
 from moco.engine.step import train_step  # noqa: E402
 from step_ratio import DIM, ENCODERS, MOMENTUM, SGD, TAU, timer  # noqa: E402
 
-OPTIONS = ("channels_last", "bf16", "fp16", "compile", "fused_sgd")
+OPTIONS = ("channels_last", "bf16", "fp16", "compile", "fused_sgd", "malloc")
 
 
 @dataclass
@@ -52,11 +56,13 @@ class Variant:
     amp: torch.dtype | None
     scaler: torch.amp.GradScaler | None
     channels_last: bool
+    malloc: bool
 
     def views(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def step(self, x_q: torch.Tensor, x_k: torch.Tensor) -> torch.Tensor:
+        keep_freed_memory(self.malloc)
         out = train_step(
             self.model, self.optimizer, self.views(x_q), self.views(x_k), self.scaler, self.amp
         )
@@ -75,7 +81,7 @@ def make_variant(name: str, base: MoCo, device: torch.device) -> Variant:
     opt = torch.optim.SGD(model.encoder_q.parameters(), **SGD, **extra)
     amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(name)
     scaler = torch.amp.GradScaler(device.type) if name == "fp16" else None
-    return Variant(name, model, opt, amp, scaler, channels_last)
+    return Variant(name, model, opt, amp, scaler, channels_last, name == "malloc")
 
 
 def real_batches(shape: tuple[int, int, int], batch: int, device: torch.device) -> torch.Tensor:

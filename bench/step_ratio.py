@@ -44,6 +44,7 @@ from moco.core.losses import info_nce
 from moco.core.model import MoCo
 from moco.data.loader import InMemoryLoader
 from moco.encoders.resnet import build_encoder
+from moco.engine.host import keep_freed_memory
 from moco.engine.step import train_step
 
 DIM, MOMENTUM, TAU = 128, 0.99, 0.2  # m and tau do not change the cost
@@ -97,9 +98,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--inner", type=int, default=50, help="calls per isolated timing")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--threads", type=int, default=0, help="intra-op threads (0: torch's)")
+    parser.add_argument(
+        "--glibc-defaults",
+        action="store_true",
+        help="leave glibc's malloc as it is (training keeps freed memory on CPU: engine/host.py)",
+    )
     args = parser.parse_args(argv)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    if not args.glibc_defaults:
+        keep_freed_memory()
 
     device = torch.device(args.device)
     kwargs, shape = ENCODERS[args.encoder]
@@ -185,7 +193,8 @@ def main(argv: list[str] | None = None) -> None:
 
     print(f"encoder   {describe(args.encoder, encoder, shape)}")
     print(f"setup     N={args.batch}, K={args.queue}, device={device}, torch {torch.__version__}")
-    print(f"          threads={torch.get_num_threads()}, repeats={args.repeats}", end="")
+    malloc = "glibc defaults" if args.glibc_defaults else "freed memory kept"
+    print(f"          threads={torch.get_num_threads()}, {malloc}, repeats={args.repeats}", end="")
     print(f" (+{args.warmup} warm-up), isolated timings over {args.inner} calls")
     print(f"supervised step  {med['sup'] * 1e3:9.1f} ms  (median)")
     print(f"MoCo step        {med['moco'] * 1e3:9.1f} ms  (median)")

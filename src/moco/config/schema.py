@@ -113,6 +113,8 @@ class RunConfig:
     # speed options (docs/performance.md): torch.compile of both encoders, NHWC layout
     compile: bool = False
     channels_last: bool = False
+    # CPU: keep freed memory in the process instead of page-faulting it back every step
+    keep_freed_memory: bool = True
 
 
 @dataclass

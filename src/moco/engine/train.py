@@ -26,6 +26,7 @@ from moco.data.loader import InMemoryLoader
 from moco.data.sources import ImageSplits, load_source
 from moco.encoders.resnet import build_encoder
 from moco.engine import checkpoint as ckpt_io
+from moco.engine import host
 from moco.engine.metrics import MetricsLog
 from moco.engine.schedule import lr_at
 from moco.engine.step import train_step
@@ -222,6 +223,8 @@ def _run(cfg: Config, state: dict[str, Any] | None) -> PretrainResult:
     device = resolve_device(cfg.run.device)
     dist.init_from_env(device, cfg.run.dist_timeout)
     main = dist.is_main()  # rank 0 alone writes files, logs and the progress bar
+    if device.type == "cpu" and cfg.run.keep_freed_memory:
+        host.keep_freed_memory()  # ~1.5x faster CPU steps (engine/host.py)
     torch.manual_seed(cfg.run.seed)  # the same model on every rank
     data = load_source(cfg.data.source, cfg.data.holdout_fraction, cfg.run.seed)
     derived = derive(cfg, data, device)
