@@ -16,18 +16,23 @@ import ctypes
 import ctypes.util
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (glibc malloc.h)
-MMAP_THRESHOLD_MAX = 32 << 20  # the largest value glibc accepts on 64-bit
+# Up to 256 MiB from the heap: MoCo's (N, K) logits are 64 MiB at N 256, K 65536, and
+# served by mmap they cost 2.4x (bench/scaling.py). Older glibc caps the threshold at
+# 32 MiB on 64-bit and refuses more; then 32 MiB it is.
+MMAP_THRESHOLDS = (256 << 20, 32 << 20)
 
 
 def keep_freed_memory(enable: bool = True, trim_mib: int = 1024) -> bool:
-    """Serve tensors up to 32 MiB from the heap and keep up to ``trim_mib`` MiB of freed
-    memory (``enable``), or restore glibc's defaults. Returns False where the C library
-    is not glibc (macOS, musl): nothing changes there."""
+    """Serve tensors up to 256 MiB (or 32 MiB) from the heap and keep up to ``trim_mib``
+    MiB of freed memory (``enable``), or restore glibc's defaults. Returns False where
+    the C library is not glibc (macOS, musl): nothing changes there."""
     name = ctypes.util.find_library("c")
     try:
         libc = ctypes.CDLL(name or "libc.so.6")
         mallopt = libc.mallopt
     except (OSError, AttributeError):
         return False
-    mmap_threshold, trim = (MMAP_THRESHOLD_MAX, trim_mib << 20) if enable else (128 << 10,) * 2
-    return bool(mallopt(M_MMAP_THRESHOLD, mmap_threshold) and mallopt(M_TRIM_THRESHOLD, trim))
+    if not enable:
+        return bool(mallopt(M_MMAP_THRESHOLD, 128 << 10) and mallopt(M_TRIM_THRESHOLD, 128 << 10))
+    mmap_ok = any(mallopt(M_MMAP_THRESHOLD, t) for t in MMAP_THRESHOLDS)
+    return bool(mmap_ok and mallopt(M_TRIM_THRESHOLD, trim_mib << 20))
