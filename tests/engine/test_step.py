@@ -37,3 +37,35 @@ def test_fp16_needs_cuda_and_cuda_needs_a_gpu():
             _amp(cfg, torch.device("cpu"))
         with pytest.raises(ConfigError, match="CUDA is not available"):
             resolve_device("cuda")
+
+
+def test_channels_last_step_equals_the_contiguous_step():
+    a = _model()
+    b = copy.deepcopy(a).to(memory_format=torch.channels_last)
+    x_q, x_k = torch.randn(8, 1, 12, 12), torch.randn(8, 1, 12, 12)
+    opt_a = torch.optim.SGD(a.encoder_q.parameters(), lr=0.1)
+    opt_b = torch.optim.SGD(b.encoder_q.parameters(), lr=0.1)
+    g = torch.Generator
+    cl = torch.channels_last
+    for s in range(2):
+        out_a = train_step(a, opt_a, x_q, x_k, generator=g().manual_seed(s))
+        out_b = train_step(
+            b, opt_b, x_q.contiguous(memory_format=cl), x_k.contiguous(memory_format=cl),
+            generator=g().manual_seed(s),
+        )  # fmt: skip
+        torch.testing.assert_close(out_b.loss, out_a.loss, rtol=1e-4, atol=1e-5)
+    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        torch.testing.assert_close(q, p, rtol=1e-3, atol=1e-5, msg=name)
+
+
+def test_amp_auto_resolves_per_device_and_is_recorded(tiny_idx):
+    from moco.data.sources import load_source
+    from moco.engine.train import derive, fast_bf16, resolve_amp
+
+    cpu = torch.device("cpu")
+    assert resolve_amp("auto", cpu) == ("bf16" if fast_bf16(cpu) else "none")
+    assert resolve_amp("none", cpu) == "none" and resolve_amp("bf16", cpu) == "bf16"
+    with pytest.raises(ConfigError, match="fp16 needs a CUDA device"):
+        resolve_amp("fp16", cpu)
+    d = derive(load_config("default"), load_source(str(tiny_idx)), cpu)
+    assert d.amp == resolve_amp("auto", cpu)  # the default preset asks for auto
