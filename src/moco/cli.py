@@ -12,6 +12,7 @@ EXAMPLES = """examples:
   moco pretrain --preset moco_cifar_demo --data DIR optim.epochs=50
   moco pretrain --resume runs/default-20260101-120000
   torchrun --nproc_per_node 8 -m moco pretrain --preset moco_v2_imagenet --data DIR
+  moco data download cifar10 data/                # then --data cifar10:data/cifar-10-batches-py
   moco presets
   moco knn runs/default-20260101-120000/checkpoint.pth.tar
   moco lincls runs/RUN --protocol small
@@ -40,7 +41,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--preset", default="default", help="recipe to start from (see `moco presets`)")
-    p.add_argument("--data", help="data source: a directory of IDX files (sets data.source)")
+    p.add_argument(
+        "--data",
+        help="data source (sets data.source): bundled, a directory of IDX files, "
+        "cifar10:PATH, cifar100:PATH or stl10:PATH",
+    )
     p.add_argument("--out", help="directory that receives the run directory (sets run.out_dir)")
     p.add_argument("--resume", metavar="CKPT", help="continue a run from its checkpoint or run dir")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
@@ -141,6 +146,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="fc outputs (default 1000; for timm, 0 = no fc)",
     )
     x.add_argument("--fc", choices=["init", "drop"], default="init")
+
+    dp = sub.add_parser(
+        "data",
+        help="fetch public datasets (cifar10, cifar100, stl10)",
+        description="Datasets with an official URL: download, verify, extract.",
+    )
+    dsub = dp.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
+    dl = dsub.add_parser(
+        "download",
+        help="download, verify (md5) and extract a dataset into DIR",
+        description="Download NAME's official archive into DIR (created if missing), check its "
+        "md5 (torchvision's) and extract it, then print the --data string that reads it. An "
+        "interrupted download resumes from DIR/<archive>.part; steps already done are "
+        "skipped. Offline: download the archive by other means and place it in DIR under its "
+        "own name; the command then verifies and extracts it without network.",
+    )
+    dl.add_argument("name", metavar="NAME", help="dataset: cifar10, cifar100 or stl10")
+    dl.add_argument("dir", metavar="DIR", help="directory for the archive and the extraction")
+    dl.add_argument("--url", help="mirror URL to download the archive from instead")
+    dl.add_argument(
+        "--md5", help="expected md5 of the mirror URL's archive (default: the official one)"
+    )
+    dl.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        default=10.0,
+        help="seconds to wait for the server to connect or send (default 10)",
+    )
 
     # overrides may come before or after options: collect the leftovers as overrides
     args, extra = parser.parse_known_args(argv)
@@ -443,6 +477,27 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data(args: argparse.Namespace) -> int:
+    """`moco data SUBCOMMAND`; `download` is the only one so far."""
+    from moco.data.download import download
+
+    try:
+        r = download(
+            args.name,
+            args.dir,
+            url=args.url,
+            md5=args.md5,
+            timeout=args.timeout,
+            progress=sys.stdout.isatty(),
+            log=lambda line: print(line, flush=True),
+        )
+    except KeyboardInterrupt:  # main's own message speaks of checkpoints
+        print("interrupted; run the same command again to resume the download", file=sys.stderr)
+        return 130
+    print(f"ready: use --data {r.data_spec}")
+    return 0
+
+
 COMMANDS = {
     "pretrain": _pretrain,
     "presets": _presets,
@@ -452,6 +507,7 @@ COMMANDS = {
     "embed": _embed,
     "report": _report,
     "export": _export,
+    "data": _data,
 }
 
 

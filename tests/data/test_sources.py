@@ -2,7 +2,14 @@ import pytest
 import torch
 
 from moco.data.loader import InMemoryLoader
-from moco.data.sources import DataSourceError, load_source, stratified_split
+from moco.data.sources import (
+    FASHION_MNIST_CLASSES,
+    DataSourceError,
+    load_source,
+    stratified_split,
+)
+
+from ..conftest import make_idx_dir
 
 
 def test_bundled_subset_is_stratified_fashion_mnist():
@@ -52,3 +59,20 @@ def test_loader_epochs_are_seeded_and_drop_last():
     c = [idx.tolist() for _, _, idx in loader]
     assert a == b and a != c
     assert all(len(set(batch)) == 4 for batch in a)
+
+
+def test_source_strings_name_their_kind(tiny_idx, tmp_path):
+    bare, tagged = load_source(str(tiny_idx)), load_source(f"idx:{tiny_idx}")
+    assert torch.equal(bare.train_images, tagged.train_images)
+    assert torch.equal(bare.test_labels, tagged.test_labels)
+    assert bare.unlabelled_images is None and bare.pretrain_images is bare.train_images
+    assert load_source("bundled").classes == FASHION_MNIST_CLASSES
+    with pytest.raises(DataSourceError, match="unknown data source kind 'imagenet'.*cifar10"):
+        load_source(f"imagenet:{tiny_idx}")
+    with pytest.raises(DataSourceError, match="names no path"):
+        load_source("cifar10:")
+    with pytest.raises(DataSourceError, match="nope.*does not exist"):
+        load_source(f"idx:{tmp_path / 'nope'}")
+    # a directory whose name merely looks like KIND:PATH is still an IDX directory
+    odd = make_idx_dir(tmp_path / "v2:final", 32, 8)
+    assert len(load_source(str(odd)).train_images) == 32

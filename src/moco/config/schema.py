@@ -75,7 +75,7 @@ class AugmentConfig:
 
 @dataclass
 class DataConfig:
-    source: str = "bundled"  # "bundled" or a directory of IDX files
+    source: str = "bundled"  # "bundled", an IDX directory, cifar10:/cifar100:/stl10:PATH
     holdout_fraction: float = 0.1  # held out for evaluation when a source has no test split
 
 

@@ -1,12 +1,21 @@
-"""Where images come from: the bundled Fashion-MNIST subset, or a directory of IDX files.
+"""Where images come from: the bundled Fashion-MNIST subset, IDX, CIFAR-10/100 or STL-10.
 
 Every source gives an :class:`ImageSplits`: uint8 (N, C, H, W) train and held-out images
 with integer labels, kept in memory (these datasets are small; the augmentations then
-run batched on the device).
+run batched on the device). A source is named by a string (``data.source``):
+
+- ``bundled``: the Fashion-MNIST subset shipped with the package;
+- ``PATH`` or ``idx:PATH``: a directory of IDX files (MNIST / Fashion-MNIST layout);
+- ``cifar10:PATH`` / ``cifar100:PATH``: the official python-pickle release
+  (:mod:`moco.data.cifar`), as the extracted folder, its parent or the ``.tar.gz``;
+- ``stl10:PATH``: the official binary release (:mod:`moco.data.stl10`), whose 100k
+  unlabelled images join the pre-training set only (``ImageSplits.pretrain_images``).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -17,6 +26,7 @@ import torch
 from moco.data.idx import read_idx
 
 BUNDLED = "bundled"
+KINDS = ("idx", "cifar10", "cifar100", "stl10")  # the KIND of a "KIND:PATH" source
 FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
@@ -35,6 +45,18 @@ class ImageSplits:
     test_images: torch.Tensor  # uint8 (M, C, H, W), held out from pre-training
     test_labels: torch.Tensor  # int64 (M,)
     held_out: str  # how the held-out split was made: "test split" or "10% of train, seed 0"
+    classes: tuple[str, ...] | None = None  # class names by label, where the source has them
+    # uint8 (U, C, H, W) images without labels (STL-10's 100k): pre-training only, never
+    # in the kNN memory or the linear probe, which use the labelled train split
+    unlabelled_images: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        u = self.unlabelled_images
+        if u is not None and (u.dtype != torch.uint8 or u.shape[1:] != self.train_images.shape[1:]):
+            raise DataSourceError(
+                f"{self.name}: unlabelled images {u.dtype} {tuple(u.shape)} do not match the "
+                f"training images {self.train_images.dtype} {tuple(self.train_images.shape)}"
+            )
 
     @property
     def channels(self) -> int:
@@ -48,6 +70,30 @@ class ImageSplits:
     def num_classes(self) -> int:
         return int(self.train_labels.max().item()) + 1
 
+    @property
+    def num_pretrain_images(self) -> int:
+        """``len(pretrain_images)``, without building it."""
+        u = self.unlabelled_images
+        return len(self.train_images) + (0 if u is None else len(u))
+
+    @property
+    def pretrain_images(self) -> torch.Tensor:
+        """uint8 (N + U, C, H, W): what pre-training sees, the training images followed by
+        the unlabelled ones. A new tensor (a copy) when there are unlabelled images, so
+        take it once; without them, ``train_images`` itself."""
+        u = self.unlabelled_images
+        return self.train_images if u is None else torch.cat([self.train_images, u])
+
+    @property
+    def pretrain_labels(self) -> torch.Tensor:
+        """int64 (N + U,), aligned with ``pretrain_images``: ``train_labels`` then -1 for
+        every unlabelled image (pre-training never reads them; -1 can never pass for a
+        class)."""
+        u = self.unlabelled_images
+        if u is None:
+            return self.train_labels
+        return torch.cat([self.train_labels, self.train_labels.new_full((len(u),), -1)])
+
     def mean_std(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
         """Per-channel mean and std of the training images in [0, 1], for normalisation."""
         x = self.train_images.float().div(255.0)
@@ -55,19 +101,55 @@ class ImageSplits:
 
 
 def load_source(spec: str, holdout_fraction: float = 0.1, seed: int = 0) -> ImageSplits:
-    """``"bundled"`` or a directory holding IDX files (``train-images*``, ``train-labels*``,
-    and optionally ``t10k-images*`` / ``t10k-labels*``). Without a test pair, a stratified
-    ``holdout_fraction`` of the training images (drawn with ``seed``) is held out."""
+    """The images named by ``spec`` (module docstring: ``bundled``, ``PATH``, ``KIND:PATH``).
+
+    An IDX directory holds ``train-images*``, ``train-labels*`` and optionally
+    ``t10k-images*`` / ``t10k-labels*``; without a test pair, a stratified
+    ``holdout_fraction`` of the training images (drawn with ``seed``) is held out. CIFAR
+    and STL-10 always hold out their official test split. A missing path, or one without
+    the files of its kind, fails at once with the files that were expected.
+    """
     if spec == BUNDLED:
         root = resources.files("moco.data") / "bundled"
         with resources.as_file(root) as path:
-            return _load_idx_dir(Path(path), "bundled Fashion-MNIST subset", holdout_fraction, seed)
-    path = Path(spec).expanduser()
+            data = _load_idx_dir(Path(path), "bundled Fashion-MNIST subset", holdout_fraction, seed)
+        return dataclasses.replace(data, classes=FASHION_MNIST_CLASSES)
+    kind, path = parse_source(spec)
     if not path.exists():
-        raise DataSourceError(f"data directory {str(path)!r} does not exist")
-    if not path.is_dir():
-        raise DataSourceError(f"data source {str(path)!r} is not a directory of IDX files")
-    return _load_idx_dir(path, str(path), holdout_fraction, seed)
+        what = "data directory" if kind == "idx" else f"{kind} data source"
+        raise DataSourceError(f"{what} {str(path)!r} does not exist")
+    if kind == "idx":
+        if not path.is_dir():
+            raise DataSourceError(f"data source {str(path)!r} is not a directory of IDX files")
+        return _load_idx_dir(path, str(path), holdout_fraction, seed)
+    # The format readers build ImageSplits (defined here), so they are imported on use.
+    if kind in ("cifar10", "cifar100"):
+        from moco.data.cifar import load_cifar
+
+        return load_cifar(path, kind)
+    from moco.data.stl10 import load_stl10
+
+    return load_stl10(path)
+
+
+def parse_source(spec: str) -> tuple[str, Path]:
+    """``"KIND:PATH"`` -> (KIND, PATH); a bare path is ``("idx", PATH)``.
+
+    A ``word:`` prefix that is not one of ``KINDS`` is an error (a typo such as
+    ``cifar:`` must not be read as a directory name), unless the whole string is an
+    existing path.
+    """
+    kind, sep, rest = spec.partition(":")
+    if sep and kind in KINDS:
+        if not rest:
+            raise DataSourceError(f"data source {spec!r} names no path after {kind + ':'!r}")
+        return kind, Path(rest).expanduser()
+    if sep and re.fullmatch(r"[A-Za-z][\w-]+", kind) and not Path(spec).expanduser().exists():
+        raise DataSourceError(
+            f"unknown data source kind {kind!r} in {spec!r}; accepted: {BUNDLED!r}, a directory "
+            f"of IDX files, or KIND:PATH with KIND one of {', '.join(KINDS)}"
+        )
+    return "idx", Path(spec).expanduser()
 
 
 def _find(root: Path, prefix: str) -> Path | None:

@@ -94,11 +94,11 @@ def derive(cfg: Config, data: ImageSplits, device: torch.device) -> Derived:
             f"process normalises bn_splits / {w} groups; set model.bn_splits to a multiple "
             f"of {w} ({w} = one group per process, as the paper's 8 GPUs)"
         )
-    steps = len(data.train_images) // cfg.optim.batch_size
+    n = data.num_pretrain_images  # train + unlabelled (STL-10), what the loader iterates
+    steps = n // cfg.optim.batch_size
     if steps == 0:
         raise ConfigError(
-            f"optim.batch_size={cfg.optim.batch_size} is larger than the "
-            f"{len(data.train_images)} training images"
+            f"optim.batch_size={cfg.optim.batch_size} is larger than the {n} training images"
         )
     mean, std = data.mean_std()
     return Derived(
@@ -111,7 +111,7 @@ def derive(cfg: Config, data: ImageSplits, device: torch.device) -> Derived:
         steps_per_epoch=steps,
         total_steps=steps * cfg.optim.epochs,
         warmup_steps=round(cfg.optim.warmup_epochs * steps),
-        train_images=len(data.train_images),
+        train_images=n,
         held_out_images=len(data.test_images),
         held_out=data.held_out,
         in_chans=data.channels,
@@ -249,8 +249,8 @@ def _run(cfg: Config, state: dict[str, Any] | None) -> PretrainResult:
         weight_decay=cfg.optim.weight_decay,
     )
     amp_dtype, scaler = _amp(cfg, device)
-    loader = InMemoryLoader(
-        data.train_images, data.train_labels, cfg.optim.batch_size, device, cfg.run.seed
+    loader = InMemoryLoader(  # labels -1 for unlabelled images; pre-training reads none
+        data.pretrain_images, data.pretrain_labels, cfg.optim.batch_size, device, cfg.run.seed
     )
 
     history: dict[str, Any] = {"knn": {}}
