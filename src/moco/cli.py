@@ -44,7 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--data",
         help="data source (sets data.source): bundled, a directory of IDX files, "
-        "cifar10:PATH, cifar100:PATH or stl10:PATH",
+        "cifar10:PATH, cifar100:PATH, stl10:PATH, folder:DIR (a sub-folder per class), "
+        "images:DIR (unlabelled) or filelist:FILE",
     )
     p.add_argument("--out", help="directory that receives the run directory (sets run.out_dir)")
     p.add_argument("--resume", metavar="CKPT", help="continue a run from its checkpoint or run dir")
@@ -149,8 +150,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     dp = sub.add_parser(
         "data",
-        help="fetch public datasets (cifar10, cifar100, stl10)",
-        description="Datasets with an official URL: download, verify, extract.",
+        help="fetch public datasets (cifar10, cifar100, stl10); check a data source",
+        description="Datasets with an official URL: download, verify, extract. Any source: "
+        "check what it holds.",
     )
     dsub = dp.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
     dl = dsub.add_parser(
@@ -174,6 +176,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="SECONDS",
         default=10.0,
         help="seconds to wait for the server to connect or send (default 10)",
+    )
+    ck = dsub.add_parser(
+        "check",
+        help="read a data source and summarise it (counts, classes, sizes, broken files)",
+        description="Read SOURCE as training would and print its kind and path, the images "
+        "per split and per class, and for image files the sizes and modes before resizing "
+        "and every unreadable file with its reason. Exits 0 even when files were skipped; "
+        "1 only when the source itself cannot be read.",
+    )
+    ck.add_argument("source", metavar="SOURCE", help="a --data string, e.g. folder:DIR")
+    ck.add_argument(
+        "--load-size",
+        type=int,
+        default=32,
+        metavar="N",
+        help="side image files are decoded to (default 32; every file is fully decoded)",
     )
 
     # overrides may come before or after options: collect the leftovers as overrides
@@ -398,11 +416,12 @@ def _run_protocol(kind: str, label: str, args: argparse.Namespace, protocol: Any
 
     from moco import __version__, dist
     from moco.engine.train import resolve_device
-    from moco.eval.monitor import load_for_eval
+    from moco.eval.monitor import load_for_eval, require_labels
 
     device = resolve_device(args.device)
     dist.init_from_env(device)
     s = load_for_eval(args.checkpoint, args.data, args.random_init)
+    require_labels(s.data)  # the protocols score classes
     result = fn(s.encoder, s.data, protocol, s.size, s.mean, s.std, device)
     if not dist.is_main():
         return 0
@@ -478,7 +497,9 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _data(args: argparse.Namespace) -> int:
-    """`moco data SUBCOMMAND`; `download` is the only one so far."""
+    """`moco data SUBCOMMAND`: `download` or `check`."""
+    if args.data_command == "check":
+        return _data_check(args)
     from moco.data.download import download
 
     try:
@@ -495,6 +516,18 @@ def _data(args: argparse.Namespace) -> int:
         print("interrupted; run the same command again to resume the download", file=sys.stderr)
         return 130
     print(f"ready: use --data {r.data_spec}")
+    return 0
+
+
+def _data_check(args: argparse.Namespace) -> int:
+    import warnings
+
+    from moco.data.decode import UnreadableImageWarning
+    from moco.data.folder import check_source
+
+    with warnings.catch_warnings():  # the summary lists every unreadable file itself
+        warnings.simplefilter("ignore", UnreadableImageWarning)
+        print(check_source(args.source, args.load_size))
     return 0
 
 

@@ -1,5 +1,29 @@
-"""Two-view augmentation pipelines, batched on the device (MoCo v1 / v2 presets)."""
+"""Two-view augmentation pipelines (MoCo v1 / v2, SimCLR presets).
 
-from moco.augment.views import PRESETS, ViewSpec, build_eval_transform, build_view_transform
+Batched on the device for in-memory images (``build_view_transform``); for large images
+from files, crop and flip per sample on the CPU (``CropFlip``) and apply the same
+photometric ops batched on the device (``build_photometric_transform``).
+"""
 
-__all__ = ["PRESETS", "ViewSpec", "build_eval_transform", "build_view_transform"]
+from moco.augment.two_stage import CropBox, CropFlip, jpeg_reduction, sample_crop
+from moco.augment.views import (
+    PRESETS,
+    ViewSpec,
+    build_eval_transform,
+    build_photometric_transform,
+    build_view_transform,
+    photometric_ops,
+)
+
+__all__ = [
+    "PRESETS",
+    "CropBox",
+    "CropFlip",
+    "ViewSpec",
+    "build_eval_transform",
+    "build_photometric_transform",
+    "build_view_transform",
+    "jpeg_reduction",
+    "photometric_ops",
+    "sample_crop",
+]

@@ -75,8 +75,11 @@ class AugmentConfig:
 
 @dataclass
 class DataConfig:
-    source: str = "bundled"  # "bundled", an IDX directory, cifar10:/cifar100:/stl10:PATH
+    # "bundled", an IDX directory, cifar10:/cifar100:/stl10:PATH, folder:/images:PATH,
+    # filelist:FILE
+    source: str = "bundled"
     holdout_fraction: float = 0.1  # held out for evaluation when a source has no test split
+    load_size: int = 0  # side images from files are stored at in memory; 0 = augment.size
 
 
 @dataclass
@@ -215,6 +218,7 @@ def validate(cfg: Config) -> None:
         (cfg.augment.size > 0, "augment.size must be > 0"),
         (0.0 < cfg.augment.crop_min_scale <= 1.0, "augment.crop_min_scale must be in (0, 1]"),
         (0.0 < cfg.data.holdout_fraction < 1.0, "data.holdout_fraction must be in (0, 1)"),
+        (cfg.data.load_size >= 0, "data.load_size must be >= 0 (0: augment.size)"),
         (cfg.optim.epochs >= 1, "optim.epochs must be >= 1"),
         (cfg.optim.batch_size >= 1, "optim.batch_size must be >= 1"),
         (cfg.optim.lr > 0, "optim.lr must be > 0"),

@@ -1,5 +1,7 @@
-"""Data sources (bundled default, IDX, CIFAR-10/100, STL-10) and the in-memory batch loader."""
+"""Data sources (bundled default, IDX, CIFAR-10/100, STL-10, image folders and file lists)
+and the in-memory batch loader."""
 
+from moco.data.decode import UnreadableImageWarning, decode_image, read_image
 from moco.data.idx import IDXFormatError, read_idx
 from moco.data.loader import InMemoryLoader
 from moco.data.sources import KINDS, DataSourceError, ImageSplits, load_source, parse_source
@@ -10,7 +12,10 @@ __all__ = [
     "IDXFormatError",
     "ImageSplits",
     "InMemoryLoader",
+    "UnreadableImageWarning",
+    "decode_image",
     "load_source",
     "parse_source",
     "read_idx",
+    "read_image",
 ]

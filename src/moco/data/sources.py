@@ -9,7 +9,11 @@ run batched on the device). A source is named by a string (``data.source``):
 - ``cifar10:PATH`` / ``cifar100:PATH``: the official python-pickle release
   (:mod:`moco.data.cifar`), as the extracted folder, its parent or the ``.tar.gz``;
 - ``stl10:PATH``: the official binary release (:mod:`moco.data.stl10`), whose 100k
-  unlabelled images join the pre-training set only (``ImageSplits.pretrain_images``).
+  unlabelled images join the pre-training set only (``ImageSplits.pretrain_images``);
+- ``folder:PATH`` (one sub-folder per class, or ``train/`` + ``val/``), ``images:PATH``
+  (any tree of images, unlabelled: labels -1) and ``filelist:FILE`` (one path and
+  optional label per line): image files (:mod:`moco.data.folder`), decoded and resized
+  to ``load_size`` x ``load_size`` when loaded.
 """
 
 from __future__ import annotations
@@ -26,7 +30,15 @@ import torch
 from moco.data.idx import read_idx
 
 BUNDLED = "bundled"
-KINDS = ("idx", "cifar10", "cifar100", "stl10")  # the KIND of a "KIND:PATH" source
+KINDS = (
+    "idx",
+    "cifar10",
+    "cifar100",
+    "stl10",
+    "folder",
+    "images",
+    "filelist",
+)  # the KIND of a "KIND:PATH" source
 FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
@@ -100,7 +112,9 @@ class ImageSplits:
         return tuple(x.mean(dim=(0, 2, 3)).tolist()), tuple(x.std(dim=(0, 2, 3)).tolist())
 
 
-def load_source(spec: str, holdout_fraction: float = 0.1, seed: int = 0) -> ImageSplits:
+def load_source(
+    spec: str, holdout_fraction: float = 0.1, seed: int = 0, load_size: int | None = None
+) -> ImageSplits:
     """The images named by ``spec`` (module docstring: ``bundled``, ``PATH``, ``KIND:PATH``).
 
     An IDX directory holds ``train-images*``, ``train-labels*`` and optionally
@@ -108,6 +122,10 @@ def load_source(spec: str, holdout_fraction: float = 0.1, seed: int = 0) -> Imag
     ``holdout_fraction`` of the training images (drawn with ``seed``) is held out. CIFAR
     and STL-10 always hold out their official test split. A missing path, or one without
     the files of its kind, fails at once with the files that were expected.
+
+    Image-file sources (``folder``, ``images``, ``filelist``) need ``load_size``: the side
+    their images are stored at (the files have any size; the others' is fixed). Their
+    unreadable files are skipped, one warning each, and counted in the name.
     """
     if spec == BUNDLED:
         root = resources.files("moco.data") / "bundled"
@@ -115,6 +133,10 @@ def load_source(spec: str, holdout_fraction: float = 0.1, seed: int = 0) -> Imag
             data = _load_idx_dir(Path(path), "bundled Fashion-MNIST subset", holdout_fraction, seed)
         return dataclasses.replace(data, classes=FASHION_MNIST_CLASSES)
     kind, path = parse_source(spec)
+    if kind in ("folder", "images", "filelist"):
+        from moco.data.folder import load_files
+
+        return load_files(kind, path, load_size, holdout_fraction, seed)[0]
     if not path.exists():
         what = "data directory" if kind == "idx" else f"{kind} data source"
         raise DataSourceError(f"{what} {str(path)!r} does not exist")

@@ -226,7 +226,8 @@ def _run(cfg: Config, state: dict[str, Any] | None) -> PretrainResult:
     if device.type == "cpu" and cfg.run.keep_freed_memory:
         host.keep_freed_memory()  # ~1.5x faster CPU steps (engine/host.py)
     torch.manual_seed(cfg.run.seed)  # the same model on every rank
-    data = load_source(cfg.data.source, cfg.data.holdout_fraction, cfg.run.seed)
+    load_size = cfg.data.load_size or cfg.augment.size
+    data = load_source(cfg.data.source, cfg.data.holdout_fraction, cfg.run.seed, load_size)
     derived = derive(cfg, data, device)
 
     spec = override(PRESETS[cfg.augment.preset.value], scale=(cfg.augment.crop_min_scale, 1.0))
@@ -280,6 +281,10 @@ def _run(cfg: Config, state: dict[str, Any] | None) -> PretrainResult:
         )
     ckpt_path = run_dir / "checkpoint.pth.tar"
     knn_every = cfg.eval.knn_every
+    if knn_every > 0 and bool((data.train_labels < 0).all()):  # images: an unlabelled source
+        knn_every = 0
+        if main:
+            tqdm.write("no labels: kNN monitor off")
 
     def save(epoch: int) -> None:
         dist.average_bn_stats_(model)  # the running stats of the one-process run

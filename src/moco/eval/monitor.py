@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from moco.augment.views import build_eval_transform
-from moco.data.sources import ImageSplits, load_source
+from moco.data.sources import DataSourceError, ImageSplits, load_source
 from moco.encoders.resnet import ResNet
 from moco.eval.features import extract_features
 from moco.eval.knn import knn_top1
@@ -75,7 +75,10 @@ def load_for_eval(
     state = ckpt_io.load(path)
     if "config" in state:  # written by moco: rebuild exactly what trained
         cfg = from_yaml(state["config"])
-        data = load_source(source or cfg.data.source, cfg.data.holdout_fraction, cfg.run.seed)
+        load_size = cfg.data.load_size or cfg.augment.size
+        data = load_source(
+            source or cfg.data.source, cfg.data.holdout_fraction, cfg.run.seed, load_size
+        )
         torch.manual_seed(cfg.run.seed)
         encoder: nn.Module = build_model(cfg, data.channels).encoder_q
         if not random_init:
@@ -90,13 +93,23 @@ def load_for_eval(
             )
         if "arch" not in state:
             raise ckpt_io.CheckpointError(f"{state['path']} does not say its 'arch'")
-        data = load_source(source)
+        data = load_source(source, load_size=224)  # image files: the official 224 crops
         encoder = load_query_encoder(state["state_dict"], state["arch"])
         if random_init:
             raise ckpt_io.CheckpointError("--random-init needs a moco checkpoint (its seed)")
         mean, std = data.mean_std()
         size = data.image_size
     return EvalSetup(encoder, data, size, mean, std, state["path"], state.get("epoch", "?"))
+
+
+def require_labels(data: ImageSplits) -> None:
+    """kNN and the linear / fine-tuning protocols score predicted classes: an unlabelled
+    source (``images:PATH``, every label -1) has nothing to score them against."""
+    if bool((data.train_labels < 0).all()) or bool((data.test_labels < 0).all()):
+        raise DataSourceError(
+            f"{data.name} has no labels (every label is -1, e.g. an images: source); kNN and "
+            "linear evaluation need labelled data: pass one with --data, e.g. folder:DIR"
+        )
 
 
 def knn_of_checkpoint(
@@ -115,6 +128,7 @@ def knn_of_checkpoint(
     dev = resolve_device(device)
     dist.init_from_env(dev)  # under torchrun: each rank encodes a share of the images
     s = load_for_eval(path, source, random_init)
+    require_labels(s.data)
     top1 = knn_accuracy(s.encoder.to(dev), s.data, s.size, s.mean, s.std, k, t, features, dev)
     return {
         "checkpoint": s.checkpoint, "epoch": s.epoch, "random_init": random_init,
