@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # MoCo v2 pre-training on SLURM: N nodes x 8 GPUs, one torchrun per node.
 #
-#   sbatch --nodes 2 scripts/slurm_pretrain.sh --data /data/imagenet run.name=v2-r50
+#   sbatch --nodes 2 scripts/slurm_pretrain.sh --data folder:/data/train run.name=v2-r50
 #
+# (File sources are decoded into memory at data.load_size for now; the streaming
+# worker path for ImageNet-sized folders is not wired up yet, see the README.)
 # Every node's torchrun meets the others at the first node of the allocation (c10d
 # rendezvous); torchrun starts one worker per GPU. The batch (optim.batch_size) and
 # BN groups (model.bn_splits) in the config are global: 16 GPUs need bn_splits to be

@@ -11,7 +11,7 @@ EXAMPLES = """examples:
   moco pretrain                                   # default preset on the bundled data
   moco pretrain --preset moco_cifar_demo --data DIR optim.epochs=50
   moco pretrain --resume runs/default-20260101-120000
-  torchrun --nproc_per_node 8 -m moco pretrain --preset moco_v2_imagenet --data DIR
+  torchrun --nproc_per_node 8 -m moco pretrain --preset moco_v2_imagenet --data folder:DIR
   moco data download cifar10 data/                # then --data cifar10:data/cifar-10-batches-py
   moco presets
   moco knn runs/default-20260101-120000/checkpoint.pth.tar

@@ -347,8 +347,8 @@ def _run(cfg: Config, state: dict[str, Any] | None) -> PretrainResult:
             leave=False,
             dynamic_ncols=True,
         )
-        # loss sum, correct count, images: summed over ranks at log time only
-        sums = torch.zeros(3, device=device, dtype=torch.float64)
+        # loss sum and correct count of this rank: summed over ranks at log time only
+        sums = torch.zeros(2, device=device, dtype=torch.float64)
         seen, t0 = 0, time.perf_counter()
         for images, _, _ in bar:
             lr = lr_at(
@@ -375,7 +375,7 @@ def _run(cfg: Config, state: dict[str, Any] | None) -> PretrainResult:
                 # running means over the epoch so far, over all ranks; the only host
                 # syncs of the loop (every rank sees the same values, so a non-finite
                 # loss stops all of them together)
-                total = dist.all_reduce_sum_(torch.stack([sums[0], sums[1]]))
+                total = dist.all_reduce_sum_(sums.clone())
                 images_seen = seen * derived.world_size
                 loss = total[0].item() / images_seen
                 if not math.isfinite(loss):
