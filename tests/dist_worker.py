@@ -48,7 +48,7 @@ def train(model: torch.nn.Module, x_q: torch.Tensor, x_k: torch.Tensor) -> dict[
         gen = torch.Generator().manual_seed(100 + s)  # the key shuffle
         out = train_step(
             model, opt, x_q[s, r * n : (r + 1) * n], x_k[s, r * n : (r + 1) * n],
-            generator=gen, query_encoder=query,
+            generator=gen, online={"encoder_q": query},
         )  # fmt: skip
         losses.append(dist.all_reduce_sum_(out.loss.detach().clone()) / w)
     dist.average_bn_stats_(model)

@@ -25,6 +25,26 @@ class Arch(str, enum.Enum):
     resnet152 = "resnet152"
 
 
+class Method(str, enum.Enum):
+    """The contrastive mechanism (MoCo Fig. 2) or relative; one module each in core/."""
+
+    moco = "moco"  # (c) a momentum key encoder and a queue of K past keys
+    end_to_end = "end_to_end"  # (a) keys from the query encoder, with gradient; K = batch
+    memory_bank = "memory_bank"  # (b) Wu et al. 2018: K negatives sampled from a bank
+    simclr = "simclr"  # NT-Xent over 2N views, in-batch negatives (SimCLR)
+    moco_v3 = "moco_v3"  # symmetric, predictor, in-batch keys from a momentum encoder
+
+
+class Optimizer(str, enum.Enum):
+    sgd = "sgd"
+    lars = "lars"  # SimCLR / MoCo v3 (ResNet): layer-wise trust ratio, no wd on bias / BN
+
+
+class MomentumSchedule(str, enum.Enum):
+    constant = "constant"  # m throughout (MoCo v1/v2)
+    cosine = "cosine"  # m -> 1 with a half-cosine over training (MoCo v3, BYOL)
+
+
 class Schedule(str, enum.Enum):
     step = "step"
     cosine = "cosine"
@@ -41,6 +61,7 @@ class ViewPreset(str, enum.Enum):
     v1 = "v1"  # MoCo v1
     v2 = "v2"  # MoCo v2
     demo = "demo"  # official CIFAR demo: v2's jitter and grayscale, no blur
+    simclr = "simclr"  # SimCLR: crop scale 0.08-1, colour strength 1.0, blur
 
 
 class Features(str, enum.Enum):
@@ -50,13 +71,22 @@ class Features(str, enum.Enum):
 
 @dataclass
 class ModelConfig:
+    method: Method = Method.moco
     arch: Arch = Arch.resnet50
     cifar_stem: bool = False  # 3x3/1 conv1, no max-pool (official CIFAR demo)
     width: float = 1.0  # multiplies all ResNet stage widths
     dim: int = 128  # embedding width C
     mlp: bool = False  # v2 2-layer MLP head
-    queue_size: int = 65536  # K
-    momentum: float = 0.999  # m
+    # hidden width of the MLP heads; 0: the backbone's feature width (MoCo v2, SimCLR).
+    # MoCo v3's projector and predictor use 4096.
+    hidden_dim: int = 0
+    # K: the queue (moco), or the negatives sampled per step (memory_bank); end_to_end,
+    # simclr and moco_v3 take their negatives from the batch and ignore it
+    queue_size: int = 65536
+    momentum: float = 0.999  # m (moco, moco_v3: the key encoder's momentum)
+    momentum_schedule: MomentumSchedule = MomentumSchedule.constant
+    bank_momentum: float = 0.5  # memory_bank: entry <- normalise(b m + (1 - b) q) (Wu et al.)
+    symmetric: bool = False  # moco: ctr(q1, k2) + ctr(q2, k1) (official CIFAR demo option)
     temperature: float = 0.07  # tau
     # BN groups G of the global batch (shuffling BN, Sec. 3.3). One process normalises G
     # groups apart (split BN); W processes normalise G / W each, so G must be a multiple
@@ -89,6 +119,7 @@ class OptimConfig:
     lr: float = 0.03  # base lr for a batch of 256; the run uses lr * batch_size / 256
     momentum: float = 0.9
     weight_decay: float = 1e-4
+    optimizer: Optimizer = Optimizer.sgd
     schedule: Schedule = Schedule.step
     milestones: list[int] = field(default_factory=lambda: [120, 160])  # epochs, lr x 0.1
     warmup_epochs: float = 0.0  # linear warm-up from 0
@@ -201,10 +232,20 @@ def validate(cfg: Config) -> None:
         (cfg.model.width > 0, "model.width must be > 0"),
         (cfg.model.dim > 0, "model.dim must be > 0"),
         (
-            cfg.model.queue_size >= cfg.optim.batch_size,
-            "model.queue_size must be >= optim.batch_size",
+            cfg.model.method != Method.moco
+            or cfg.model.queue_size >= cfg.optim.batch_size * (2 if cfg.model.symmetric else 1),
+            "model.queue_size must be >= optim.batch_size (x2 with model.symmetric=true: "
+            "both views' keys are enqueued)",
         ),
+        (cfg.model.queue_size >= 1, "model.queue_size must be >= 1"),
+        (cfg.model.hidden_dim >= 0, "model.hidden_dim must be >= 0 (0: the feature width)"),
         (0.0 <= cfg.model.momentum <= 1.0, "model.momentum must be in [0, 1]"),
+        (0.0 <= cfg.model.bank_momentum < 1.0, "model.bank_momentum must be in [0, 1)"),
+        (
+            not (cfg.model.symmetric and cfg.model.method != Method.moco),
+            "model.symmetric=true applies to model.method=moco only (moco_v3 is always "
+            "symmetric)",
+        ),
         (cfg.model.temperature > 0, "model.temperature must be > 0"),
         (cfg.model.bn_splits >= 1, "model.bn_splits must be >= 1"),
         (

@@ -2,7 +2,8 @@
 
 from moco.core.heads import build_head
 from moco.core.losses import info_nce, info_nce_logits
-from moco.core.model import MoCo, StepOutput
+from moco.core.method import ContrastiveMethod, StepOutput
+from moco.core.model import MoCo
 from moco.core.momentum import momentum_update
 from moco.core.queue import enqueue_, init_queue
 from moco.core.shuffle_bn import SplitBatchNorm2d, batch_shuffle, batch_unshuffle
@@ -10,6 +11,7 @@ from moco.core.shuffle_bn import SplitBatchNorm2d, batch_shuffle, batch_unshuffl
 __all__ = [
     "MoCo",
     "SplitBatchNorm2d",
+    "ContrastiveMethod",
     "StepOutput",
     "batch_shuffle",
     "batch_unshuffle",

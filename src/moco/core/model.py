@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from typing import NamedTuple
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -11,19 +11,15 @@ from torch import nn
 
 from moco import dist
 from moco.core.losses import info_nce
+from moco.core.method import ContrastiveMethod, StepOutput
 from moco.core.momentum import momentum_update
 from moco.core.queue import enqueue_, init_queue
 from moco.core.shuffle_bn import batch_shuffle, batch_unshuffle
 
-
-class StepOutput(NamedTuple):
-    loss: torch.Tensor  # scalar InfoNCE loss (to back-propagate)
-    correct: torch.Tensor  # (N,) bool, pretext (K+1)-way top-1
-    q: torch.Tensor  # (N, C) normalised queries
-    k: torch.Tensor  # (N, C) normalised keys (no gradient), in the original order
+__all__ = ["MoCo", "StepOutput"]
 
 
-class MoCo(nn.Module):
+class MoCo(ContrastiveMethod):
     """Momentum Contrast with the official attribute names.
 
     ``encoder_q`` is any module mapping images to (N, dim) embeddings (a backbone with
@@ -40,6 +36,11 @@ class MoCo(nn.Module):
         shuffle_keys: shuffle the key batch before the key encoder (Sec. 3.3). It only
             breaks the BN leak when the key encoder's BN sees groups (bn_splits > 1 on one
             device, or one group per process when distributed).
+        symmetric: the official CIFAR demo's symmetric loss, ctr(q1, k2) + ctr(q2, k1)
+            against the same queue, both views' keys enqueued (2N per step). Both views
+            go through the query encoder in one call (DDP allows one per step), so give
+            its BN twice the groups: each view is then normalised in its own groups, as
+            two calls would.
     """
 
     queue: torch.Tensor
@@ -53,6 +54,7 @@ class MoCo(nn.Module):
         momentum: float = 0.999,
         temperature: float = 0.07,
         shuffle_keys: bool = True,
+        symmetric: bool = False,
     ) -> None:
         super().__init__()
         if temperature <= 0:
@@ -62,6 +64,7 @@ class MoCo(nn.Module):
         self.momentum = momentum
         self.temperature = temperature
         self.shuffle_keys = shuffle_keys
+        self.symmetric = symmetric
         self.encoder_q = encoder
         self.encoder_k = copy.deepcopy(encoder)
         for p in self.encoder_k.parameters():
@@ -77,8 +80,9 @@ class MoCo(nn.Module):
         self,
         x_q: torch.Tensor,
         x_k: torch.Tensor,
+        index: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
-        query_encoder: nn.Module | None = None,
+        online: Mapping[str, nn.Module] | None = None,
     ) -> StepOutput:
         """Queries, keys and the InfoNCE loss against the current queue.
 
@@ -91,23 +95,41 @@ class MoCo(nn.Module):
         and SGD step, ``enqueue(out.k)``. Enqueueing after the backward pass keeps the
         queue that the loss saved for backward intact without a per-step copy of it.
 
-        ``query_encoder`` runs the queries instead of ``encoder_q`` itself: the DDP
-        wrapper of ``encoder_q`` when distributed (only the trainable encoder is
+        ``online["encoder_q"]`` runs the queries instead of ``encoder_q`` itself: the
+        DDP wrapper of ``encoder_q`` when distributed (only the trainable encoder is
         wrapped; the key encoder and the queue stay outside DDP). When distributed,
         x_q and x_k are this process's slice of the global batch, the key shuffle
         spans all processes, and the loss is this slice's mean (DDP's gradient average
-        makes it the global batch's).
+        makes it the global batch's). ``index`` is not used.
         """
-        q = F.normalize((query_encoder or self.encoder_q)(x_q), dim=1)
+        encoder = self.online("encoder_q", online)
+        if not self.symmetric:
+            q = F.normalize(encoder(x_q), dim=1)
+            with torch.no_grad():
+                k = self._keys(x_k, generator)
+            out = info_nce(q, k, self.queue, self.temperature)
+            return StepOutput(out.loss, out.correct, q, k)
+        n = len(x_q)
+        q1, q2 = F.normalize(encoder(torch.cat([x_q, x_k])), dim=1).split(n)
         with torch.no_grad():
-            k = self._keys(x_k, generator)
-        out = info_nce(q, k, self.queue, self.temperature)
-        return StepOutput(out.loss, out.correct, q, k)
+            k2, k1 = self._keys(x_k, generator), self._keys(x_q, generator)
+        a, b = (
+            info_nce(q1, k2, self.queue, self.temperature),
+            info_nce(q2, k1, self.queue, self.temperature),
+        )
+        return StepOutput(
+            a.loss + b.loss, torch.cat([a.correct, b.correct]), q1, torch.cat([k2, k1])
+        )
 
     @torch.no_grad()
-    def momentum_update(self) -> None:
+    def momentum_update(self, m: float | None = None) -> None:
         """theta_k <- m theta_k + (1 - m) theta_q (Eq. 2), run before the key forward."""
-        momentum_update(self.encoder_k, self.encoder_q, self.momentum)
+        momentum_update(self.encoder_k, self.encoder_q, self.momentum if m is None else m)
+
+    @torch.no_grad()
+    def after_step(self, out: StepOutput, index: torch.Tensor | None = None) -> None:
+        """Enqueue the step's keys (Algorithm 1's last line)."""
+        self.enqueue(out.k)
 
     @torch.no_grad()
     def enqueue(self, k: torch.Tensor) -> None:

@@ -1,39 +1,45 @@
-"""One MoCo training step in Algorithm 1's order: the only place the model's state moves."""
+"""One training step in Algorithm 1's order: the only place a method's state moves."""
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 
 import torch
+from torch import nn
 
-from moco.core.model import MoCo, StepOutput
+from moco.core.method import ContrastiveMethod, StepOutput
 
 
 def train_step(
-    model: MoCo,
+    model: ContrastiveMethod,
     optimizer: torch.optim.Optimizer,
     x_q: torch.Tensor,
     x_k: torch.Tensor,
     scaler: torch.amp.GradScaler | None = None,
     amp_dtype: torch.dtype | None = None,
     generator: torch.Generator | None = None,
-    query_encoder: torch.nn.Module | None = None,
+    online: Mapping[str, nn.Module] | None = None,
+    index: torch.Tensor | None = None,
+    momentum: float | None = None,
 ) -> StepOutput:
-    """momentum update -> keys on the shuffled batch (no grad) -> loss -> backward ->
-    SGD step of encoder_q -> enqueue this batch's keys (dequeuing the oldest).
+    """momentum update (m = ``momentum``, or the model's own) -> loss (MoCo: keys on the
+    shuffled batch without grad) -> backward -> optimiser step -> ``after_step`` (MoCo:
+    enqueue this batch's keys; memory bank: update the entries of ``index``).
 
     ``amp_dtype`` runs the forward pass under autocast (bf16 or fp16); ``scaler`` scales
-    the fp16 loss. ``query_encoder`` is the DDP wrapper of ``model.encoder_q`` when
-    distributed (see :meth:`MoCo.forward`). Nothing here reads a value back to the host.
+    the fp16 loss. ``online`` maps the model's ``online_names`` to their DDP wrappers when
+    distributed (see :mod:`moco.core.method`). ``index`` holds the dataset indices of the
+    batch (the memory bank needs them). Nothing here reads a value back to the host.
     """
-    model.momentum_update()
+    model.momentum_update(momentum)
     autocast = (
         torch.autocast(device_type=x_q.device.type, dtype=amp_dtype)
         if amp_dtype is not None
         else contextlib.nullcontext()
     )
     with autocast:
-        out = model(x_q, x_k, generator, query_encoder)
+        out = model(x_q, x_k, index=index, generator=generator, online=online)
     optimizer.zero_grad(set_to_none=True)
     if scaler is not None:
         scaler.scale(out.loss).backward()
@@ -42,5 +48,5 @@ def train_step(
     else:
         out.loss.backward()
         optimizer.step()
-    model.enqueue(out.k)
+    model.after_step(out, index)
     return out

@@ -267,7 +267,8 @@ def _run(cfg: Config, state: dict[str, Any] | None) -> PretrainResult:
         run_dir = dist.on_main(lambda: _new_run_dir(cfg))
     # Identical start on every rank: query and key encoders, queue and pointer.
     dist.broadcast_module_(model)
-    query_encoder = dist.data_parallel(model.encoder_q, device)
+    # DDP of each trainable sub-module apart; key encoders, queue and bank stay outside
+    online = {n: dist.data_parallel(getattr(model, n), device) for n in model.online_names}
     log = MetricsLog(run_dir) if main else None
     if main:  # what runs from here on (a resume may have changed optim.epochs)
         (run_dir / "config.yaml").write_text(to_yaml(cfg))
@@ -350,7 +351,7 @@ def _run(cfg: Config, state: dict[str, Any] | None) -> PretrainResult:
         # loss sum and correct count of this rank: summed over ranks at log time only
         sums = torch.zeros(2, device=device, dtype=torch.float64)
         seen, t0 = 0, time.perf_counter()
-        for images, _, _ in bar:
+        for images, _, idx in bar:
             lr = lr_at(
                 step,
                 derived.lr,
@@ -365,7 +366,7 @@ def _run(cfg: Config, state: dict[str, Any] | None) -> PretrainResult:
             x_q = views(images).contiguous(memory_format=fmt)
             x_k = views(images).contiguous(memory_format=fmt)
             out = train_step(
-                model, optimizer, x_q, x_k, scaler, amp_dtype, query_encoder=query_encoder
+                model, optimizer, x_q, x_k, scaler, amp_dtype, online=online, index=idx
             )
             sums[0] += out.loss.detach().double() * len(images)
             sums[1] += out.correct.sum()
