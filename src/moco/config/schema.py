@@ -243,8 +243,7 @@ def validate(cfg: Config) -> None:
         (0.0 <= cfg.model.bank_momentum < 1.0, "model.bank_momentum must be in [0, 1)"),
         (
             not (cfg.model.symmetric and cfg.model.method != Method.moco),
-            "model.symmetric=true applies to model.method=moco only (moco_v3 is always "
-            "symmetric)",
+            "model.symmetric=true applies to model.method=moco only (moco_v3 is always symmetric)",
         ),
         (cfg.model.temperature > 0, "model.temperature must be > 0"),
         (cfg.model.bn_splits >= 1, "model.bn_splits must be >= 1"),
