@@ -14,6 +14,7 @@ EXAMPLES = """examples:
   torchrun --nproc_per_node 8 -m moco pretrain --preset moco_v2_imagenet --data folder:DIR
   moco data download cifar10 data/                # then --data cifar10:data/cifar-10-batches-py
   moco presets
+  moco ablate momentum --epochs 10                # MoCo's m ablation, one table
   moco knn runs/default-20260101-120000/checkpoint.pth.tar
   moco lincls runs/RUN --protocol small
   moco export runs/RUN --format torchvision --out resnet.pth
@@ -194,9 +195,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="side image files are decoded to (default 32; every file is fully decoded)",
     )
 
+    ab = sub.add_parser(
+        "ablate",
+        help="run one of the MoCo paper's ablations as a sweep of pre-training runs",
+        description="Pre-train once per value of AXIS (one run after another, each in its own "
+        "sub-directory of OUT_DIR/NAME), then write table.json, table.md and ablate.png "
+        "(kNN top-1 and pretext accuracy per epoch). Axes and default values: momentum "
+        "(model.momentum 0 0.9 0.99 0.999 0.9999); queue (model.queue_size: the batch size, "
+        "x4 steps, up to the preset's K); mechanism (model.method end_to_end memory_bank moco "
+        "at matched K: the batch size, or the model.queue_size you pass); shuffle-bn "
+        "(model.shuffle_keys true false); preset (whole recipes at the same epochs, default "
+        "default simclr_small moco_v3_small). The kNN column is the last epoch's, never the "
+        "best. Running the same command again resumes the sweep: finished runs are read "
+        "back, a half-finished one continues from its checkpoint. A run whose loss becomes "
+        "non-finite is recorded as diverged and the sweep goes on.",
+    )
+    ab.add_argument(
+        "axis", metavar="AXIS", choices=["momentum", "queue", "mechanism", "shuffle-bn", "preset"],
+        help="momentum, queue, mechanism, shuffle-bn or preset",
+    )  # fmt: skip
+    ab.add_argument(
+        "--preset", help="recipe every run starts from (default: default; not for AXIS preset)"
+    )
+    ab.add_argument("--values", nargs="+", metavar="V", help="the values to sweep instead")
+    ab.add_argument("--epochs", type=int, help="optim.epochs of every run")
+    ab.add_argument("--out-dir", default="runs", help="where the sweep directory goes (runs)")
+    ab.add_argument("--name", help="sweep directory name (default: ablate-AXIS-PRESET)")
+    ab.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+
     # overrides may come before or after options: collect the leftovers as overrides
     args, extra = parser.parse_known_args(argv)
-    if extra and (args.command != "pretrain" or any(e.startswith("-") for e in extra)):
+    takes_overrides = args.command in ("pretrain", "ablate")
+    if extra and (not takes_overrides or any(e.startswith("-") for e in extra)):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if extra:
         args.overrides = [*args.overrides, *extra]
@@ -308,6 +338,26 @@ def _pretrain(args: argparse.Namespace) -> int:
     print(
         f"done: {result.epochs} epochs, kNN top-1 {final} (random init {init}); "
         f"run directory {result.run_dir}"
+    )
+    return 0
+
+
+def _ablate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from moco.engine.ablate import markdown_table, run_sweep
+
+    # `--values 0.9 0.99 key=value` swallows the overrides after it; no value has a "="
+    values = [v for v in args.values or [] if "=" not in v] or None
+    overrides = [*args.overrides, *(v for v in args.values or [] if "=" in v)]
+    r = run_sweep(
+        args.axis, args.preset, overrides, values, Path(args.out_dir), args.name, args.epochs
+    )
+    print(markdown_table(r.rows), end="")
+    reused = len(r.rows) - len(r.ran)
+    print(
+        f"sweep {r.sweep_dir}: {len(r.ran)} run(s) trained, {reused} read back; wrote "
+        f"{r.table_md}, {r.table_json}, {r.figure}"
     )
     return 0
 
@@ -533,6 +583,7 @@ def _data_check(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "pretrain": _pretrain,
+    "ablate": _ablate,
     "presets": _presets,
     "knn": _knn,
     "lincls": _lincls,

@@ -70,3 +70,19 @@ def test_shuffle_then_unshuffle_is_identity():
     shuffled, inverse = batch_shuffle(x, g)
     assert not torch.equal(shuffled, x)
     assert torch.equal(batch_unshuffle(shuffled, inverse), x)
+
+
+def test_split_batchnorm1d_equals_separate_calls():
+    """Two groups of a (2N, C) batch = two calls of BatchNorm1d on each half, outputs and
+    running stats (the mean of the two updates)."""
+    from moco.core.shuffle_bn import SplitBatchNorm1d
+
+    torch.manual_seed(0)
+    x = torch.randn(12, 5, dtype=torch.float64) * 3 + 1
+    split = SplitBatchNorm1d(5, num_splits=2).double()
+    ref_a, ref_b = torch.nn.BatchNorm1d(5).double(), torch.nn.BatchNorm1d(5).double()
+    out = split(x)
+    torch.testing.assert_close(out, torch.cat([ref_a(x[:6]), ref_b(x[6:])]))
+    torch.testing.assert_close(split.running_mean, (ref_a.running_mean + ref_b.running_mean) / 2)
+    torch.testing.assert_close(split.running_var, (ref_a.running_var + ref_b.running_var) / 2)
+    assert set(split.state_dict()) == set(ref_a.state_dict())

@@ -31,3 +31,17 @@ def test_warmup_is_linear_then_schedule():
 def test_unknown_schedule():
     with pytest.raises(ValueError, match="cosine"):
         lr_at(0, 1.0, 10, 1, "linear")
+
+
+def test_momentum_schedules():
+    from moco.engine.schedule import momentum_at
+
+    assert momentum_at(0, 0.99, 100, "constant") == 0.99
+    assert momentum_at(100, 0.99, 100, "constant") == 0.99
+    assert momentum_at(0, 0.99, 100, "cosine") == pytest.approx(0.99)
+    assert momentum_at(50, 0.99, 100, "cosine") == pytest.approx(0.995)  # half way
+    assert momentum_at(100, 0.99, 100, "cosine") == pytest.approx(1.0)
+    ms = [momentum_at(t, 0.99, 100, "cosine") for t in range(101)]
+    assert all(a <= b for a, b in zip(ms, ms[1:], strict=False))  # non-decreasing
+    with pytest.raises(ValueError, match="constant or cosine"):
+        momentum_at(0, 0.99, 100, "linear")

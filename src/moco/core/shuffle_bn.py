@@ -16,6 +16,32 @@ from torch import nn
 from moco import dist
 
 
+def _split_batch_norm(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor, g: int) -> torch.Tensor:
+    """Training-mode BN of ``x`` (n, C, ...) with G contiguous chunks normalised apart."""
+    n, c = x.shape[0], x.shape[1]
+    rest = x.shape[2:]
+    if n % g != 0:
+        raise ValueError(f"batch of {n} is not divisible into {g} BN groups (bn_splits)")
+    if bn.momentum is None:
+        raise ValueError(f"{type(bn).__name__} needs a float momentum")
+    if bn.num_batches_tracked is not None:
+        bn.num_batches_tracked.add_(1)
+    # (G, n/G, C, ...) -> (n/G, G*C, ...): each group's channels become separate
+    # channels of one BN call, so one kernel normalises all groups.
+    xs = x.reshape(g, n // g, c, *rest).transpose(0, 1).reshape(n // g, g * c, *rest)
+    mean = bn.running_mean.repeat(g) if bn.running_mean is not None else None
+    var = bn.running_var.repeat(g) if bn.running_var is not None else None
+    weight = bn.weight.repeat(g) if bn.weight is not None else None
+    bias = bn.bias.repeat(g) if bn.bias is not None else None
+    out = F.batch_norm(xs, mean, var, weight, bias, True, bn.momentum, bn.eps)
+    if bn.running_mean is not None and bn.running_var is not None:
+        assert mean is not None and var is not None
+        with torch.no_grad():
+            bn.running_mean.copy_(mean.view(g, c).mean(dim=0))
+            bn.running_var.copy_(var.view(g, c).mean(dim=0))
+    return out.reshape(n // g, g, c, *rest).transpose(0, 1).reshape(n, c, *rest)
+
+
 class SplitBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm2d that, in training, normalises G contiguous chunks of the batch apart.
 
@@ -34,30 +60,29 @@ class SplitBatchNorm2d(nn.BatchNorm2d):
         self.num_splits = num_splits
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        g = self.num_splits
-        if not self.training or g == 1:
+        if not self.training or self.num_splits == 1:
             return super().forward(x)
-        n, c, h, w = x.shape
-        if n % g != 0:
-            raise ValueError(f"batch of {n} is not divisible into {g} BN groups (bn_splits)")
-        if self.momentum is None:
-            raise ValueError("SplitBatchNorm2d needs a float momentum")
-        if self.num_batches_tracked is not None:
-            self.num_batches_tracked.add_(1)
-        # (G, n/G, C, H, W) -> (n/G, G*C, H, W): each group's channels become separate
-        # channels of one BN call, so one kernel normalises all groups.
-        xs = x.view(g, n // g, c, h, w).transpose(0, 1).reshape(n // g, g * c, h, w)
-        mean = self.running_mean.repeat(g) if self.running_mean is not None else None
-        var = self.running_var.repeat(g) if self.running_var is not None else None
-        weight = self.weight.repeat(g) if self.weight is not None else None
-        bias = self.bias.repeat(g) if self.bias is not None else None
-        out = F.batch_norm(xs, mean, var, weight, bias, True, self.momentum, self.eps)
-        if self.running_mean is not None and self.running_var is not None:
-            assert mean is not None and var is not None
-            with torch.no_grad():
-                self.running_mean.copy_(mean.view(g, c).mean(dim=0))
-                self.running_var.copy_(var.view(g, c).mean(dim=0))
-        return out.view(n // g, g, c, h, w).transpose(0, 1).reshape(n, c, h, w)
+        return _split_batch_norm(self, x, self.num_splits)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, num_splits={self.num_splits}"
+
+
+class SplitBatchNorm1d(nn.BatchNorm1d):
+    """BatchNorm1d with ``SplitBatchNorm2d``'s groups, for the BN of MLP heads (MoCo v3's
+    projector and predictor): with two views in one call and 2 groups, each view is
+    normalised on its own, as in two calls."""
+
+    def __init__(self, num_features: int, num_splits: int = 1, **kwargs: object) -> None:
+        super().__init__(num_features, **kwargs)  # type: ignore[arg-type]
+        if num_splits < 1:
+            raise ValueError(f"num_splits must be >= 1, got {num_splits}")
+        self.num_splits = num_splits
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.num_splits == 1:
+            return super().forward(x)
+        return _split_batch_norm(self, x, self.num_splits)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, num_splits={self.num_splits}"

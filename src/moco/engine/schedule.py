@@ -32,3 +32,18 @@ def lr_at(
     if warmup_steps > 0 and step < warmup_steps:
         lr *= (step + 1) / warmup_steps
     return lr
+
+
+def momentum_at(step: int, base_m: float, total_steps: int, schedule: str) -> float:
+    """Key-encoder momentum of global step ``step``.
+
+    ``"constant"``: ``base_m`` throughout (MoCo v1/v2). ``"cosine"``: from ``base_m`` at
+    step 0 to 1 at the end, m = 1 - (1 - base_m) (cos(pi t / T) + 1) / 2 (MoCo v3
+    Sec. 4, following BYOL: 0.99 -> 1).
+    """
+    if schedule == "constant":
+        return base_m
+    if schedule == "cosine":
+        t = min(step, total_steps) / max(total_steps, 1)
+        return 1.0 - (1.0 - base_m) * (math.cos(math.pi * t) + 1.0) / 2.0
+    raise ValueError(f"unknown momentum schedule {schedule!r}; choose constant or cosine")

@@ -21,14 +21,15 @@ from tqdm import tqdm
 from moco import __version__, dist
 from moco.augment.views import PRESETS, build_view_transform, override
 from moco.config.schema import Config, ConfigError, apply_overrides, from_yaml, to_yaml
-from moco.core.model import MoCo
+from moco.core.method import ContrastiveMethod
 from moco.data.loader import InMemoryLoader
 from moco.data.sources import ImageSplits, load_source
-from moco.encoders.resnet import build_encoder
 from moco.engine import checkpoint as ckpt_io
 from moco.engine import host
+from moco.engine.build import build_model
 from moco.engine.metrics import MetricsLog
-from moco.engine.schedule import lr_at
+from moco.engine.optim import build_optimizer
+from moco.engine.schedule import lr_at, momentum_at
 from moco.engine.step import train_step
 from moco.eval.monitor import knn_accuracy
 
@@ -118,15 +119,6 @@ def derive(cfg: Config, data: ImageSplits, device: torch.device) -> Derived:
         mean=mean,
         std=std,
     )
-
-
-def build_model(cfg: Config, in_chans: int, bn_splits: int | None = None) -> MoCo:
-    """The MoCo model of ``cfg``; ``bn_splits`` overrides the BN groups per process
-    (``model.bn_splits / world_size`` when training)."""
-    m = cfg.model
-    splits = m.bn_splits if bn_splits is None else bn_splits
-    encoder = build_encoder(m.arch.value, m.dim, m.mlp, m.cifar_stem, in_chans, m.width, splits)
-    return MoCo(encoder, m.dim, m.queue_size, m.momentum, m.temperature, m.shuffle_keys)
 
 
 def fast_bf16(device: torch.device) -> bool:
@@ -233,21 +225,25 @@ def _run(cfg: Config, state: dict[str, Any] | None) -> PretrainResult:
     spec = override(PRESETS[cfg.augment.preset.value], scale=(cfg.augment.crop_min_scale, 1.0))
     views = build_view_transform(spec, cfg.augment.size, data.channels, derived.mean, derived.std)
     views = views.to(device)
-    model = build_model(cfg, data.channels, derived.bn_splits_per_process)
-    if cfg.model.sync_bn:  # global BN (SyncBatchNorm) in both encoders when distributed
-        model = cast(MoCo, dist.sync_batchnorm(model))
+    model = build_model(
+        cfg, data.channels, derived.bn_splits_per_process, derived.train_images
+    )
+    if cfg.model.sync_bn:  # global BN (SyncBatchNorm) in every encoder when distributed
+        model = cast(ContrastiveMethod, dist.sync_batchnorm(model))
     model = model.to(device)
     fmt = torch.channels_last if cfg.run.channels_last else torch.contiguous_format
     if cfg.run.channels_last:
         model = model.to(memory_format=fmt)  # type: ignore[call-overload]
     if cfg.run.compile:  # in place: parameter names and state_dict keys do not change
-        model.encoder_q.compile()
-        model.encoder_k.compile()
-    optimizer = torch.optim.SGD(
-        model.encoder_q.parameters(),
-        lr=derived.lr,
-        momentum=cfg.optim.momentum,
-        weight_decay=cfg.optim.weight_decay,
+        for name in (*model.online_names, "encoder_k"):  # encoder_k: moco, moco_v3
+            if hasattr(model, name):
+                getattr(model, name).compile()
+    optimizer = build_optimizer(  # the trainable parameters: encoder_q (and predictor)
+        model.named_parameters(),
+        cfg.optim.optimizer.value,
+        derived.lr,
+        cfg.optim.momentum,
+        cfg.optim.weight_decay,
     )
     amp_dtype, scaler = _amp(cfg, device)
     loader = InMemoryLoader(  # labels -1 for unlabelled images; pre-training reads none
@@ -275,7 +271,8 @@ def _run(cfg: Config, state: dict[str, Any] | None) -> PretrainResult:
         (run_dir / "derived.json").write_text(json.dumps(dataclasses.asdict(derived), indent=2))
         procs = f"{derived.world_size} processes x " if derived.world_size > 1 else ""
         tqdm.write(
-            f"{'resuming' if state is not None else 'run'} {run_dir}: {cfg.preset} on "
+            f"{'resuming' if state is not None else 'run'} {run_dir}: {cfg.preset} "
+            f"({cfg.model.method.value}) on "
             f"{data.name} ({derived.train_images} train / {derived.held_out_images} held-out "
             f"images, {derived.held_out}); {procs}{derived.device}, batch "
             f"{cfg.optim.batch_size}, lr {derived.lr:.4g}, {derived.steps_per_epoch} steps/epoch"
@@ -363,13 +360,16 @@ def _run(cfg: Config, state: dict[str, Any] | None) -> PretrainResult:
             )
             for group in optimizer.param_groups:
                 group["lr"] = lr
+            m = momentum_at(
+                step, cfg.model.momentum, derived.total_steps, cfg.model.momentum_schedule.value
+            )
             x_q = views(images).contiguous(memory_format=fmt)
             x_k = views(images).contiguous(memory_format=fmt)
             out = train_step(
-                model, optimizer, x_q, x_k, scaler, amp_dtype, online=online, index=idx
+                model, optimizer, x_q, x_k, scaler, amp_dtype, online=online, index=idx, momentum=m
             )
             sums[0] += out.loss.detach().double() * len(images)
-            sums[1] += out.correct.sum()
+            sums[1] += out.correct.double().mean() * len(images)  # 2N anchors if symmetric
             seen += len(images)
             step += 1
             if step % cfg.run.log_every == 0 or seen == len(loader) * len(images):
@@ -397,6 +397,7 @@ def _run(cfg: Config, state: dict[str, Any] | None) -> PretrainResult:
                         loss=loss,
                         pretext_acc=acc,
                         lr=lr,
+                        momentum=m,
                         images_per_s=ips,
                     )
                 bar.set_postfix(

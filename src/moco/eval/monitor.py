@@ -68,7 +68,7 @@ def load_for_eval(
     """
     from moco.config.schema import from_yaml
     from moco.engine import checkpoint as ckpt_io
-    from moco.engine.train import build_model
+    from moco.engine.build import build_model
     from moco.export.official import load_query_encoder
     from moco.export.torchvision import query_encoder_state
 
