@@ -13,11 +13,16 @@ sigma scaled to the view size, flip), two views per image, single process.
      (``CropFlip``: decode, possibly at reduced size, crop, flip, resize) per sample, the
      uint8 views collated, then stage 2 (``build_photometric_transform``) once per view
      batch. Stage 1 alone is reported too: it is what DataLoader workers would run.
+  streaming: the 224x224 case through ``StreamingLoader`` (stage 1 in DataLoader
+     worker processes: 0 = in the main process, then 1, 2, ... ``--workers``), per epoch
+     over the same JPEGs; and the in-memory folder decode (``folder._decode_all`` at
+     ``--load-size``) on 1 thread vs ``folder.decode_threads()`` threads.
 Each repeat times every side once, in an order that alternates between repeats, so
 machine noise hits all sides alike; the report uses medians over ``--repeats``. Read the
 ratio, not the absolute numbers, on a shared CPU.
 
     python bench/augment_path.py [--threads 2] [--repeats 5] [--n32 512] [--n224 64]
+                                 [--workers 2] [--load-size 64]
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ from moco.augment.views import (
     build_photometric_transform,
     build_view_transform,
 )
+from moco.data import folder
+from moco.data.stream import StreamingLoader
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -106,6 +113,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
     parser.add_argument("--n32", type=int, default=512, help="images for the 32x32 case")
     parser.add_argument("--n224", type=int, default=64, help="JPEGs for the 224x224 case")
+    parser.add_argument("--workers", type=int, default=2, help="most DataLoader workers tried")
+    parser.add_argument("--load-size", type=int, default=64, help="in-memory folder decode size")
     args = parser.parse_args(argv)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -171,6 +180,41 @@ def main(argv: list[str] | None = None) -> None:
         )
         report("224x224 from 500x375 JPEGs", args.n224, med, a224, b224)
         print(f"  stage 1 alone / torchvision: {med[a224] / med[s224]:.2f}x")
+        streaming(paths, spec, args)
+
+
+def streaming(paths: list[Path], spec: ViewSpec, args: argparse.Namespace) -> None:
+    """Stage 1 in DataLoader workers (StreamingLoader), and the threaded folder decode."""
+    files = [(p, 0) for p in paths]
+    batch = max(1, min(32, len(files) // 2))
+    loaders = {
+        w: StreamingLoader(files, CropFlip(spec, 224), batch, workers=w)
+        for w in range(args.workers + 1)
+    }
+
+    def epoch(loader: StreamingLoader) -> Callable[[], object]:
+        return lambda: [views for views, _, _ in loader]
+
+    sides = {f"StreamingLoader, {w} workers": epoch(loader) for w, loader in loaders.items()}
+    med = run(sides, args.warmup, args.repeats)
+    n = len(loaders[0]) * batch
+    print(f"stage 1 in DataLoader workers  (N={n} images per epoch, batch {batch}; medians)")
+    base = med["StreamingLoader, 0 workers"]
+    for name, t in med.items():
+        print(f"  {name:<44} {n / t:9.1f} img/s  {base / t:5.2f}x of 0 workers")
+
+    threads = folder.decode_threads()
+    entries = [(p, 0) for p in paths]
+
+    def decode(t: int) -> Callable[[], object]:
+        return lambda: folder._decode_all(entries, args.load_size, folder.FilesReport(), t)
+
+    sides = {f"folder decode, {t} thread(s)": decode(t) for t in sorted({1, threads})}
+    med = run(sides, args.warmup, args.repeats)
+    print(f"in-memory folder decode at {args.load_size}  (N={len(paths)} JPEGs; medians)")
+    one = med["folder decode, 1 thread(s)"]
+    for name, t in med.items():
+        print(f"  {name:<44} {len(paths) / t:9.1f} img/s  {one / t:5.2f}x of 1 thread")
 
 
 if __name__ == "__main__":

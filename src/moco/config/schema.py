@@ -110,6 +110,10 @@ class DataConfig:
     source: str = "bundled"
     holdout_fraction: float = 0.1  # held out for evaluation when a source has no test split
     load_size: int = 0  # side images from files are stored at in memory; 0 = augment.size
+    # folder:/images:/filelist: sources: decode and crop each image per step in DataLoader
+    # workers (two-stage views, data/stream.py) instead of holding every image in memory
+    stream: bool = False
+    workers: int = 4  # DataLoader worker processes of the streaming path
 
 
 @dataclass
@@ -259,6 +263,7 @@ def validate(cfg: Config) -> None:
         (0.0 < cfg.augment.crop_min_scale <= 1.0, "augment.crop_min_scale must be in (0, 1]"),
         (0.0 < cfg.data.holdout_fraction < 1.0, "data.holdout_fraction must be in (0, 1)"),
         (cfg.data.load_size >= 0, "data.load_size must be >= 0 (0: augment.size)"),
+        (cfg.data.workers >= 0, "data.workers must be >= 0 (0: decode in the main process)"),
         (cfg.optim.epochs >= 1, "optim.epochs must be >= 1"),
         (cfg.optim.batch_size >= 1, "optim.batch_size must be >= 1"),
         (cfg.optim.lr > 0, "optim.lr must be > 0"),

@@ -19,11 +19,18 @@ import torch
 from tqdm import tqdm
 
 from moco import __version__, dist
-from moco.augment.views import PRESETS, build_view_transform, override
+from moco.augment.two_stage import CropFlip
+from moco.augment.views import (
+    PRESETS,
+    build_photometric_transform,
+    build_view_transform,
+    override,
+)
 from moco.config.schema import Config, ConfigError, apply_overrides, from_yaml, to_yaml
 from moco.core.method import ContrastiveMethod
 from moco.data.loader import InMemoryLoader
 from moco.data.sources import ImageSplits, load_source
+from moco.data.stream import FileSplits, StreamingLoader, list_source
 from moco.engine import checkpoint as ckpt_io
 from moco.engine import host
 from moco.engine.build import build_model
@@ -31,7 +38,7 @@ from moco.engine.metrics import MetricsLog
 from moco.engine.optim import build_optimizer
 from moco.engine.schedule import lr_at, momentum_at
 from moco.engine.step import train_step
-from moco.eval.monitor import knn_accuracy
+from moco.eval.monitor import knn_accuracy, knn_accuracy_files
 
 
 class NonFiniteLossError(RuntimeError):
@@ -81,7 +88,7 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def derive(cfg: Config, data: ImageSplits, device: torch.device) -> Derived:
+def derive(cfg: Config, data: ImageSplits | FileSplits, device: torch.device) -> Derived:
     w = dist.world_size()
     b, g = cfg.optim.batch_size, cfg.model.bn_splits
     if b % w != 0:
@@ -95,13 +102,17 @@ def derive(cfg: Config, data: ImageSplits, device: torch.device) -> Derived:
             f"process normalises bn_splits / {w} groups; set model.bn_splits to a multiple "
             f"of {w} ({w} = one group per process, as the paper's 8 GPUs)"
         )
-    n = data.num_pretrain_images  # train + unlabelled (STL-10), what the loader iterates
+    if isinstance(data, FileSplits):  # streamed: statistics of a sample of the files
+        n, n_test = len(data.train), len(data.test)
+        mean, std = data.mean_std(cfg.augment.size, seed=cfg.run.seed)
+    else:  # train + unlabelled (STL-10): what the loader iterates
+        n, n_test = data.num_pretrain_images, len(data.test_images)
+        mean, std = data.mean_std()
     steps = n // cfg.optim.batch_size
     if steps == 0:
         raise ConfigError(
             f"optim.batch_size={cfg.optim.batch_size} is larger than the {n} training images"
         )
-    mean, std = data.mean_std()
     return Derived(
         device=str(device),
         world_size=w,
@@ -113,7 +124,7 @@ def derive(cfg: Config, data: ImageSplits, device: torch.device) -> Derived:
         total_steps=steps * cfg.optim.epochs,
         warmup_steps=round(cfg.optim.warmup_epochs * steps),
         train_images=n,
-        held_out_images=len(data.test_images),
+        held_out_images=n_test,
         held_out=data.held_out,
         in_chans=data.channels,
         mean=mean,
@@ -219,15 +230,39 @@ def _run(cfg: Config, state: dict[str, Any] | None) -> PretrainResult:
         host.keep_freed_memory()  # ~1.5x faster CPU steps (engine/host.py)
     torch.manual_seed(cfg.run.seed)  # the same model on every rank
     load_size = cfg.data.load_size or cfg.augment.size
-    data = load_source(cfg.data.source, cfg.data.holdout_fraction, cfg.run.seed, load_size)
+    data: ImageSplits | FileSplits
+    if cfg.data.stream:  # files decoded per step in DataLoader workers (data/stream.py)
+        data = list_source(cfg.data.source, cfg.data.holdout_fraction, cfg.run.seed)
+    else:
+        data = load_source(cfg.data.source, cfg.data.holdout_fraction, cfg.run.seed, load_size)
     derived = derive(cfg, data, device)
 
     spec = override(PRESETS[cfg.augment.preset.value], scale=(cfg.augment.crop_min_scale, 1.0))
-    views = build_view_transform(spec, cfg.augment.size, data.channels, derived.mean, derived.std)
+    size, channels = cfg.augment.size, data.channels
+    loader: InMemoryLoader | StreamingLoader
+    if isinstance(data, FileSplits):  # two stages: crop + flip per sample, then the rest
+        loader = StreamingLoader(
+            data.train,
+            CropFlip(spec, size, 2, cfg.run.seed, data.mode),
+            cfg.optim.batch_size,
+            device,
+            cfg.run.seed,
+            cfg.data.workers,
+        )
+        views = build_photometric_transform(spec, size, channels, derived.mean, derived.std)
+    else:  # everything batched on the device: crops and photometric ops
+        loader = InMemoryLoader(  # labels -1 for unlabelled images; pre-training reads none
+            data.pretrain_images, data.pretrain_labels, cfg.optim.batch_size, device, cfg.run.seed
+        )
+        views = build_view_transform(spec, size, channels, derived.mean, derived.std)
     views = views.to(device)
-    model = build_model(
-        cfg, data.channels, derived.bn_splits_per_process, derived.train_images
-    )
+
+    def two_views(batch: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        """x_q, x_k: two independent views of the batch (streamed: of its two crops)."""
+        crops = batch if isinstance(batch, tuple) else (batch, batch)
+        return tuple(views(c).contiguous(memory_format=fmt) for c in crops)
+
+    model = build_model(cfg, data.channels, derived.bn_splits_per_process, derived.train_images)
     if cfg.model.sync_bn:  # global BN (SyncBatchNorm) in every encoder when distributed
         model = cast(ContrastiveMethod, dist.sync_batchnorm(model))
     model = model.to(device)
@@ -246,9 +281,6 @@ def _run(cfg: Config, state: dict[str, Any] | None) -> PretrainResult:
         cfg.optim.weight_decay,
     )
     amp_dtype, scaler = _amp(cfg, device)
-    loader = InMemoryLoader(  # labels -1 for unlabelled images; pre-training reads none
-        data.pretrain_images, data.pretrain_labels, cfg.optim.batch_size, device, cfg.run.seed
-    )
 
     history: dict[str, Any] = {"knn": {}}
     start_epoch, step = 0, 0
@@ -279,7 +311,10 @@ def _run(cfg: Config, state: dict[str, Any] | None) -> PretrainResult:
         )
     ckpt_path = run_dir / "checkpoint.pth.tar"
     knn_every = cfg.eval.knn_every
-    if knn_every > 0 and bool((data.train_labels < 0).all()):  # images: an unlabelled source
+    labelled = (
+        data.labelled if isinstance(data, FileSplits) else bool((data.train_labels >= 0).any())
+    )
+    if knn_every > 0 and not labelled:  # images: an unlabelled source
         knn_every = 0
         if main:
             tqdm.write("no labels: kNN monitor off")
@@ -310,17 +345,11 @@ def _run(cfg: Config, state: dict[str, Any] | None) -> PretrainResult:
     def knn(epoch: int) -> None:
         e = cfg.eval
         dist.average_bn_stats_(model)
-        top1 = knn_accuracy(
-            model.encoder_q,
-            data,
-            cfg.augment.size,
-            derived.mean,
-            derived.std,
-            e.knn_k,
-            e.knn_t,
-            e.knn_features.value,
-            device,
-        )
+        args = (derived.mean, derived.std, e.knn_k, e.knn_t, e.knn_features.value, device)
+        if isinstance(data, FileSplits):
+            top1 = knn_accuracy_files(model.encoder_q, data, size, *args, cfg.data.workers)
+        else:
+            top1 = knn_accuracy(model.encoder_q, data, size, *args)
         history["knn"][epoch] = top1
         if log is not None:
             log.log("knn", step, epoch=epoch, top1=top1)
@@ -348,7 +377,7 @@ def _run(cfg: Config, state: dict[str, Any] | None) -> PretrainResult:
         # loss sum and correct count of this rank: summed over ranks at log time only
         sums = torch.zeros(2, device=device, dtype=torch.float64)
         seen, t0 = 0, time.perf_counter()
-        for images, _, idx in bar:
+        for images, _, idx in bar:  # images: uint8 (b, C, H, W), or two crops if streamed
             lr = lr_at(
                 step,
                 derived.lr,
@@ -363,16 +392,16 @@ def _run(cfg: Config, state: dict[str, Any] | None) -> PretrainResult:
             m = momentum_at(
                 step, cfg.model.momentum, derived.total_steps, cfg.model.momentum_schedule.value
             )
-            x_q = views(images).contiguous(memory_format=fmt)
-            x_k = views(images).contiguous(memory_format=fmt)
+            x_q, x_k = two_views(images)
             out = train_step(
                 model, optimizer, x_q, x_k, scaler, amp_dtype, online=online, index=idx, momentum=m
             )
-            sums[0] += out.loss.detach().double() * len(images)
-            sums[1] += out.correct.double().mean() * len(images)  # 2N anchors if symmetric
-            seen += len(images)
+            b = len(idx)
+            sums[0] += out.loss.detach().double() * b
+            sums[1] += out.correct.double().mean() * b  # 2N anchors if symmetric
+            seen += b
             step += 1
-            if step % cfg.run.log_every == 0 or seen == len(loader) * len(images):
+            if step % cfg.run.log_every == 0 or seen == len(loader) * b:
                 # running means over the epoch so far, over all ranks; the only host
                 # syncs of the loop (every rank sees the same values, so a non-finite
                 # loss stops all of them together)
@@ -404,6 +433,14 @@ def _run(cfg: Config, state: dict[str, Any] | None) -> PretrainResult:
                     loss=f"{loss:.3f}", acc=f"{acc:.3f}", lr=f"{lr:.4f}", ips=f"{ips:.0f}"
                 )
         done = epoch + 1
+        if isinstance(loader, StreamingLoader):  # replaced unreadable files, all ranks
+            bad = int(
+                dist.all_reduce_sum_(torch.tensor([loader.unreadable_in_epoch], device=device))[0]
+            )
+            if bad and main:
+                tqdm.write(f"epoch {done}: {bad} unreadable file(s) replaced by others")
+            if log is not None:
+                log.log("data", step, epoch=done, unreadable=bad)
         if knn_every > 0 and (done % knn_every == 0 or done == cfg.optim.epochs):
             knn(done)
         save(done)

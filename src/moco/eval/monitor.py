@@ -11,6 +11,7 @@ from torch import nn
 
 from moco.augment.views import build_eval_transform
 from moco.data.sources import DataSourceError, ImageSplits, load_source
+from moco.data.stream import FileSplits, iter_center_crops
 from moco.encoders.resnet import ResNet
 from moco.eval.features import extract_features
 from moco.eval.knn import knn_top1
@@ -43,6 +44,42 @@ def knn_accuracy(
     finally:
         encoder.train(was_training)
     return knn_top1(train, data.train_labels, test, data.test_labels, k, t)
+
+
+@torch.no_grad()
+def knn_accuracy_files(
+    encoder: nn.Module,
+    files: FileSplits,
+    size: int,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    k: int = 200,
+    t: float = 0.1,
+    features: str = "backbone",
+    device: torch.device | str = "cpu",
+    workers: int = 4,
+) -> float:
+    """:func:`knn_accuracy` for a streamed file source: centre crops at ``size`` are
+    decoded batch by batch in DataLoader workers, so no split is held in memory (only
+    the (N, D) features). Every process encodes every image (not sharded)."""
+    transform = build_eval_transform(size, mean, std, size).to(device)
+    was_training = encoder.training
+    encoder.eval()
+    fwd = cast(ResNet, encoder).forward_features if features == "backbone" else encoder
+
+    def encode(split: list[tuple[Path, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        feats, labels = [], []
+        for x, y in iter_center_crops(split, size, 256, workers, files.mode):
+            feats.append(fwd(transform(x.to(device, non_blocking=True))).float())
+            labels.append(y)
+        return torch.cat(feats), torch.cat(labels).to(device)
+
+    try:
+        train, train_y = encode(files.train)
+        test, test_y = encode(files.test)
+    finally:
+        encoder.train(was_training)
+    return knn_top1(train, train_y, test, test_y, k, t)
 
 
 @dataclass
