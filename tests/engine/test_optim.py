@@ -122,7 +122,7 @@ def test_build_optimizer_accepts_the_config_enum_and_names_the_allowed_ones():
 
     net = _Net()
     assert isinstance(build_optimizer(net.named_parameters(), Optimizer.lars, 0.1, 0.9, 0.0), LARS)
-    with pytest.raises(ValueError, match="unknown optimizer 'adam'; allowed: sgd, lars"):
+    with pytest.raises(ValueError, match="unknown optimizer 'adam'; allowed: sgd, lars, adamw"):
         build_optimizer(net.named_parameters(), "adam", 0.1, 0.9, 0.0)
 
 
@@ -155,3 +155,61 @@ def test_lars_state_dict_round_trip_continues_identically():
     step(b, opt_b)
     for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
         assert torch.equal(pa, pb)
+
+
+def test_build_optimizer_adamw_decays_weights_only():
+    net = _Net()
+    opt = build_optimizer(net.named_parameters(), "adamw", lr=1.5e-4, momentum=0.9,
+                          weight_decay=0.1)  # fmt: skip
+    assert type(opt) is torch.optim.AdamW
+    names = {id(p): n for n, p in net.named_parameters()}
+    decayed, excluded = opt.param_groups
+    assert {names[id(p)] for p in decayed["params"]} == {"conv.weight", "fc.weight"}
+    assert {names[id(p)] for p in excluded["params"]} == {"conv.bias", "bn.weight", "bn.bias",
+                                                          "fc.bias"}  # fmt: skip
+    assert decayed["weight_decay"] == 0.1 and excluded["weight_decay"] == 0.0
+    assert decayed["lr"] == excluded["lr"] == 1.5e-4
+    assert "lars_exclude" not in decayed and "lars_exclude" not in excluded
+
+
+def test_adamw_first_step_by_hand():
+    # Adam's first step is lr * g / (|g| + eps) ~ lr * sign(g); AdamW first shrinks the
+    # decayed weight by (1 - lr * wd), the excluded bias not at all
+    lr, wd = 0.1, 0.5
+    w = nn.Parameter(torch.tensor([[1.0, -2.0]], dtype=torch.float64))
+    b = nn.Parameter(torch.tensor([3.0, -4.0], dtype=torch.float64))
+    opt = build_optimizer([("w", w), ("b", b)], "adamw", lr, 0.9, wd)
+    w.grad = torch.tensor([[0.5, -3.0]], dtype=torch.float64)
+    b.grad = torch.tensor([-0.25, 2.0], dtype=torch.float64)
+    opt.step()
+    want_w = torch.tensor([[1.0, -2.0]], dtype=torch.float64) * (1 - lr * wd) - lr * torch.tensor(
+        [[1.0, -1.0]], dtype=torch.float64
+    )
+    want_b = torch.tensor([3.0 + lr, -4.0 - lr], dtype=torch.float64)
+    torch.testing.assert_close(w.detach(), want_w, rtol=0, atol=1e-6)
+    torch.testing.assert_close(b.detach(), want_b, rtol=0, atol=1e-6)
+
+
+def test_adamw_excluded_group_equals_adam_without_weight_decay():
+    torch.manual_seed(0)
+    a = nn.Parameter(torch.randn(5))
+    c = nn.Parameter(a.detach().clone())
+    adamw = build_optimizer([("bias", a)], "adamw", 0.01, 0.9, 0.1)
+    adam = torch.optim.Adam([c], lr=0.01)
+    for _ in range(3):
+        g = torch.randn(5)
+        a.grad, c.grad = g.clone(), g.clone()
+        adamw.step()
+        adam.step()
+    torch.testing.assert_close(a.detach(), c.detach())
+
+
+def test_build_optimizer_adamw_from_the_config_enum_skips_frozen_parameters():
+    from moco.config.schema import Optimizer
+
+    net = _Net()
+    opt = build_optimizer(net.named_parameters(), Optimizer.adamw, 1e-3, 0.9, 0.05)
+    assert isinstance(opt, torch.optim.AdamW)
+    kept = {id(p) for g in opt.param_groups for p in g["params"]}
+    assert not kept & {id(p) for p in net.frozen.parameters()}
+    assert len(kept) == 6

@@ -23,6 +23,15 @@ class Arch(str, enum.Enum):
     resnet50 = "resnet50"
     resnet101 = "resnet101"
     resnet152 = "resnet152"
+    # Vision Transformers from timm (needs timm installed), patch 16 unless
+    # model.patch_size says otherwise: timm's vit_{tiny,small,base}_patch16_224 (MoCo v3)
+    vit_tiny = "vit_tiny"
+    vit_small = "vit_small"
+    vit_base = "vit_base"
+
+    @property
+    def is_vit(self) -> bool:
+        return self.value.startswith("vit_")
 
 
 class Method(str, enum.Enum):
@@ -38,6 +47,7 @@ class Method(str, enum.Enum):
 class Optimizer(str, enum.Enum):
     sgd = "sgd"
     lars = "lars"  # SimCLR / MoCo v3 (ResNet): layer-wise trust ratio, no wd on bias / BN
+    adamw = "adamw"  # MoCo v3 (ViT): AdamW, no wd on biases / norms
 
 
 class MomentumSchedule(str, enum.Enum):
@@ -73,8 +83,15 @@ class Features(str, enum.Enum):
 class ModelConfig:
     method: Method = Method.moco
     arch: Arch = Arch.resnet50
+    # ResNet only (a ViT ignores cifar_stem and needs width=1; it has LayerNorm, so
+    # bn_splits / shuffle_keys / sync_bn act on BN heads only)
     cifar_stem: bool = False  # 3x3/1 conv1, no max-pool (official CIFAR demo)
     width: float = 1.0  # multiplies all ResNet stage widths
+    # ViT only: patch side (16 at 224 px; e.g. 4 for 28-32 px images), MoCo v3's fixed
+    # random patch projection (Sec. 4) and fixed 2-D sin-cos position embedding
+    patch_size: int = 16
+    freeze_patch_embed: bool = False
+    sincos_pos_embed: bool = False
     dim: int = 128  # embedding width C
     mlp: bool = False  # v2 2-layer MLP head
     # hidden width of the MLP heads; 0: the backbone's feature width (MoCo v2, SimCLR).
@@ -260,6 +277,15 @@ def validate(cfg: Config) -> None:
             "model.sync_bn=true needs model.bn_splits=1 (global BN has no groups)",
         ),
         (cfg.augment.size > 0, "augment.size must be > 0"),
+        (cfg.model.patch_size >= 1, "model.patch_size must be >= 1"),
+        (
+            not cfg.model.arch.is_vit or cfg.augment.size % cfg.model.patch_size == 0,
+            "augment.size must be divisible by model.patch_size for ViT archs",
+        ),
+        (
+            not cfg.model.arch.is_vit or cfg.model.width == 1.0,
+            "model.width must be 1 for ViT archs (it scales ResNet stages only)",
+        ),
         (0.0 < cfg.augment.crop_min_scale <= 1.0, "augment.crop_min_scale must be in (0, 1]"),
         (0.0 < cfg.data.holdout_fraction < 1.0, "data.holdout_fraction must be in (0, 1)"),
         (cfg.data.load_size >= 0, "data.load_size must be >= 0 (0: augment.size)"),

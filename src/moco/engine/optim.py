@@ -1,10 +1,12 @@
-"""Optimisers: SGD (MoCo v1/v2) and LARS (SimCLR, MoCo v3 with ResNets).
+"""Optimisers: SGD (MoCo v1/v2), LARS (SimCLR, MoCo v3 with ResNets) and AdamW (MoCo v3
+with ViTs).
 
 MoCo trains with SGD and weight decay on every parameter, as the official code does.
 SimCLR and MoCo v3 (ResNet) use LARS (You et al. 2017, "Large Batch Training of
 Convolutional Networks"): each parameter's update is scaled by a layer-wise trust ratio
 ``eta * ||w|| / ||g + wd * w||``, and biases and norm parameters get neither weight decay
-nor the trust ratio (PAPER.md Sec. 3, 4).
+nor the trust ratio (PAPER.md Sec. 3, 4). MoCo v3 trains ViTs with AdamW (Sec. 4; lr 1.5e-4
+x batch / 256, weight decay 0.1); biases and norm parameters get no weight decay here.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-OPTIMIZERS = ("sgd", "lars")
+OPTIMIZERS = ("sgd", "lars", "adamw")
 
 
 class LARS(torch.optim.Optimizer):
@@ -105,7 +107,11 @@ def build_optimizer(
     ``sgd``: one group, weight decay on every parameter (the official MoCo code).
     ``lars``: weights with ``ndim > 1`` get weight decay and the trust ratio; biases and
     norm parameters (``ndim <= 1``) go to a ``lars_exclude`` group without either
-    (SimCLR / MoCo v3 convention). Parameters with ``requires_grad=False`` are left out.
+    (SimCLR / MoCo v3 convention). ``adamw``: :class:`torch.optim.AdamW` with PyTorch's
+    default betas (0.9, 0.999), ``momentum`` unused; weight decay on ``ndim > 1``
+    weights only, biases and norm parameters in a group with none (the DeiT / MAE / timm
+    convention; the official MoCo v3 script decays every parameter). Parameters with
+    ``requires_grad=False`` are left out.
     """
     name = str(getattr(name, "value", name))  # the config's Optimizer enum, or a string
     params = [(n, p) for n, p in named_params if p.requires_grad]
@@ -113,15 +119,19 @@ def build_optimizer(
         return torch.optim.SGD(
             [p for _, p in params], lr=lr, momentum=momentum, weight_decay=weight_decay
         )
-    if name == "lars":
-        adapted = [p for _, p in params if p.ndim > 1]
+    if name in ("lars", "adamw"):
+        decayed = [p for _, p in params if p.ndim > 1]
         excluded = [p for _, p in params if p.ndim <= 1]
         groups: list[dict[str, Any]] = []
-        if adapted:
-            groups.append({"params": adapted})
+        if decayed:
+            groups.append({"params": decayed})
         if excluded:
-            groups.append({"params": excluded, "lars_exclude": True, "weight_decay": 0.0})
+            groups.append({"params": excluded, "weight_decay": 0.0})
+            if name == "lars":
+                groups[-1]["lars_exclude"] = True
         if not groups:
             raise ValueError("build_optimizer got no parameters with requires_grad=True")
+        if name == "adamw":
+            return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
         return LARS(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
     raise ValueError(f"unknown optimizer {name!r}; allowed: {', '.join(OPTIMIZERS)}")
