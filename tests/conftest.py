@@ -57,17 +57,24 @@ def rank_env(rank: int, world: int, port: int) -> dict[str, str]:
     }  # fmt: skip
 
 
-def launch_ranks(scenario: str, out: Path, world: int = 2, timeout: float = 120) -> None:
-    """Run tests/dist_worker.py SCENARIO on ``world`` gloo processes; fail on any error."""
+def launch_ranks(
+    scenario: str | None,
+    out: Path,
+    world: int = 2,
+    timeout: float = 120,
+    worker: str = "dist_worker.py",
+) -> None:
+    """Run tests/WORKER [SCENARIO] OUT on ``world`` gloo processes; fail on any error."""
     import subprocess
     import sys
 
     out.mkdir(parents=True, exist_ok=True)
-    worker = Path(__file__).with_name("dist_worker.py")
+    script = Path(__file__).with_name(worker)
     port = free_port()
+    args = [scenario] if scenario is not None else []
     procs = [
         subprocess.Popen(
-            [sys.executable, str(worker), scenario, str(out)],
+            [sys.executable, str(script), *args, str(out)],
             env=rank_env(r, world, port),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -2,41 +2,20 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from .conftest import free_port, rank_env
+from .conftest import launch_ranks
 from .dist_methods_worker import METHODS, train_method
 
 TOL = {"rtol": 1e-9, "atol": 1e-12}  # float64
 
 
-def _launch(out: Path, world: int = 2, timeout: float = 120) -> list[dict[str, dict]]:
+def _launch(out: Path, world: int = 2) -> list[dict[str, dict]]:
     """tests/dist_methods_worker.py on ``world`` gloo processes; each rank's results."""
-    out.mkdir(parents=True, exist_ok=True)
-    worker = Path(__file__).with_name("dist_methods_worker.py")
-    port = free_port()
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(worker), str(out)],
-            env=rank_env(r, world, port),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for r in range(world)
-    ]
-    try:
-        logs = [p.communicate(timeout=timeout)[0] for p in procs]
-    finally:
-        for p in procs:
-            p.kill()
-    for r, (p, log) in enumerate(zip(procs, logs, strict=True)):
-        assert p.returncode == 0, f"rank {r} failed:\n{log}"
+    launch_ranks(None, out, world, worker="dist_methods_worker.py")
     return [torch.load(out / f"rank{r}.pt") for r in range(world)]
 
 

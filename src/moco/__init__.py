@@ -1,4 +1,5 @@
-"""moco: Momentum Contrast (He et al., CVPR 2020) and MoCo v2 pre-training.
+"""moco: Momentum Contrast (He et al., CVPR 2020), MoCo v2 and v3, SimCLR, and the paper's
+end-to-end and memory-bank baselines.
 
 The public Python API::
 

@@ -153,8 +153,19 @@ class CropFlip:
             # no-op on an image already decoded); the boxes below use the size it gives
             img.draft(self.mode, (-(-width // reduction), -(-height // reduction)))
         img = img.convert(self.mode)  # decodes, at the draft scale if one was set
-        sx, sy = width / img.size[0], height / img.size[1]
+        return self.cut(img, width, height, crops, flips)
 
+    def cut(
+        self,
+        img: Image.Image,
+        width: int,
+        height: int,
+        crops: list[CropBox],
+        flips: list[bool],
+    ) -> tuple[torch.Tensor, ...]:
+        """uint8 (C, size, size) views of ``crops`` / ``flips`` (drawn in a ``width`` x
+        ``height`` image) from ``img``: that image decoded at any scale, in ``self.mode``."""
+        sx, sy = width / img.size[0], height / img.size[1]
         views = []
         for crop, flip in zip(crops, flips, strict=True):
             box = (crop.j / sx, crop.i / sy, (crop.j + crop.w) / sx, (crop.i + crop.h) / sy)

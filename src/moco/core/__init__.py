@@ -1,7 +1,7 @@
 """The method, torch only: it knows nothing of data, configs or the command line."""
 
 from moco.core.end_to_end import EndToEnd
-from moco.core.heads import SplitBatchNorm1d, build_head, build_mlp
+from moco.core.heads import build_head, build_mlp
 from moco.core.losses import batch_contrastive, info_nce, info_nce_logits, nt_xent
 from moco.core.memory_bank import MemoryBank
 from moco.core.method import ContrastiveMethod, StepOutput
@@ -9,7 +9,12 @@ from moco.core.moco_v3 import MoCoV3
 from moco.core.model import MoCo
 from moco.core.momentum import momentum_update
 from moco.core.queue import enqueue_, init_queue
-from moco.core.shuffle_bn import SplitBatchNorm2d, batch_shuffle, batch_unshuffle
+from moco.core.shuffle_bn import (
+    SplitBatchNorm1d,
+    SplitBatchNorm2d,
+    batch_shuffle,
+    batch_unshuffle,
+)
 from moco.core.simclr import SimCLR
 
 __all__ = [

@@ -3,9 +3,9 @@ BN MLPs of MoCo v3 (projector and predictor, MoCo v3 Sec. 4 and its official cod
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
 from torch import nn
+
+from moco.core.shuffle_bn import SplitBatchNorm1d
 
 
 def build_head(in_dim: int, out_dim: int, mlp: bool, hidden_dim: int | None = None) -> nn.Module:
@@ -22,55 +22,6 @@ def build_head(in_dim: int, out_dim: int, mlp: bool, hidden_dim: int | None = No
     return nn.Sequential(
         nn.Linear(in_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, out_dim)
     )
-
-
-class SplitBatchNorm1d(nn.BatchNorm1d):
-    """BatchNorm1d that, in training, normalises G contiguous chunks of an (N, C) batch
-    apart: the 1-D twin of :class:`moco.core.shuffle_bn.SplitBatchNorm2d`.
-
-    MoCo v3 runs both views through the projector and predictor in one call (one call
-    per step under DDP), while the official code makes one call per view; with G = 2 x
-    the groups of one view, each view is normalised in its own groups, as two calls
-    would. Buffers and parameters are exactly BatchNorm1d's; eval mode and G = 1 are
-    plain BatchNorm1d. Running stats become the mean over groups of the per-group
-    updates.
-    """
-
-    def __init__(self, num_features: int, num_splits: int = 1, **kwargs: object) -> None:
-        super().__init__(num_features, **kwargs)  # type: ignore[arg-type]
-        if num_splits < 1:
-            raise ValueError(f"num_splits must be >= 1, got {num_splits}")
-        self.num_splits = num_splits
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        g = self.num_splits
-        if not self.training or g == 1:
-            return super().forward(x)
-        if x.dim() != 2:
-            raise ValueError(f"SplitBatchNorm1d expects (N, C), got {tuple(x.shape)}")
-        n, c = x.shape
-        if n % g != 0:
-            raise ValueError(f"batch of {n} is not divisible into {g} BN groups (bn_splits)")
-        if self.momentum is None:
-            raise ValueError("SplitBatchNorm1d needs a float momentum")
-        if self.num_batches_tracked is not None:
-            self.num_batches_tracked.add_(1)
-        # (G, n/G, C) -> (n/G, G*C): each group's channels become channels of one BN call
-        xs = x.view(g, n // g, c).transpose(0, 1).reshape(n // g, g * c)
-        mean = self.running_mean.repeat(g) if self.running_mean is not None else None
-        var = self.running_var.repeat(g) if self.running_var is not None else None
-        weight = self.weight.repeat(g) if self.weight is not None else None
-        bias = self.bias.repeat(g) if self.bias is not None else None
-        out = F.batch_norm(xs, mean, var, weight, bias, True, self.momentum, self.eps)
-        if self.running_mean is not None and self.running_var is not None:
-            assert mean is not None and var is not None
-            with torch.no_grad():
-                self.running_mean.copy_(mean.view(g, c).mean(dim=0))
-                self.running_var.copy_(var.view(g, c).mean(dim=0))
-        return out.view(n // g, g, c).transpose(0, 1).reshape(n, c)
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, num_splits={self.num_splits}"
 
 
 def build_mlp(

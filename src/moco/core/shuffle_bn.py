@@ -42,7 +42,27 @@ def _split_batch_norm(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor, g: i
     return out.reshape(n // g, g, c, *rest).transpose(0, 1).reshape(n, c, *rest)
 
 
-class SplitBatchNorm2d(nn.BatchNorm2d):
+class _Groups(nn.modules.batchnorm._BatchNorm):
+    """A BN layer that, in training with ``num_splits`` G > 1, normalises G contiguous
+    chunks of the batch apart (:func:`_split_batch_norm`); plain BN otherwise."""
+
+    def __init__(self, num_features: int, num_splits: int = 1, **kwargs: object) -> None:
+        super().__init__(num_features, **kwargs)  # type: ignore[arg-type]
+        if num_splits < 1:
+            raise ValueError(f"num_splits must be >= 1, got {num_splits}")
+        self.num_splits = num_splits
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.num_splits == 1:
+            return super().forward(x)
+        self._check_input_dim(x)  # BatchNorm1d: (N, C) or (N, C, L); 2d: (N, C, H, W)
+        return _split_batch_norm(self, x, self.num_splits)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, num_splits={self.num_splits}"
+
+
+class SplitBatchNorm2d(_Groups, nn.BatchNorm2d):
     """BatchNorm2d that, in training, normalises G contiguous chunks of the batch apart.
 
     Group g is samples ``[g * N/G, (g+1) * N/G)``, which is what process g of G would
@@ -53,39 +73,11 @@ class SplitBatchNorm2d(nn.BatchNorm2d):
     Running stats become the mean over groups of the per-group updates.
     """
 
-    def __init__(self, num_features: int, num_splits: int = 1, **kwargs: object) -> None:
-        super().__init__(num_features, **kwargs)  # type: ignore[arg-type]
-        if num_splits < 1:
-            raise ValueError(f"num_splits must be >= 1, got {num_splits}")
-        self.num_splits = num_splits
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.num_splits == 1:
-            return super().forward(x)
-        return _split_batch_norm(self, x, self.num_splits)
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, num_splits={self.num_splits}"
-
-
-class SplitBatchNorm1d(nn.BatchNorm1d):
+class SplitBatchNorm1d(_Groups, nn.BatchNorm1d):
     """BatchNorm1d with ``SplitBatchNorm2d``'s groups, for the BN of MLP heads (MoCo v3's
     projector and predictor): with two views in one call and 2 groups, each view is
     normalised on its own, as in two calls."""
-
-    def __init__(self, num_features: int, num_splits: int = 1, **kwargs: object) -> None:
-        super().__init__(num_features, **kwargs)  # type: ignore[arg-type]
-        if num_splits < 1:
-            raise ValueError(f"num_splits must be >= 1, got {num_splits}")
-        self.num_splits = num_splits
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.num_splits == 1:
-            return super().forward(x)
-        return _split_batch_norm(self, x, self.num_splits)
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, num_splits={self.num_splits}"
 
 
 def batch_shuffle(

@@ -163,16 +163,23 @@ def load_files(
         raise DataSourceError(
             f"{kind}:{path}: {n} readable image; at least 2 are needed to hold one out"
         )
-    if bool((labels >= 0).all()):
-        keep, held = stratified_split(labels, holdout_fraction, seed)
-        how = f"{holdout_fraction:.0%} of train, stratified, seed {seed}"
-    else:
-        keep, held = random_split(n, holdout_fraction, seed)
-        how = f"{holdout_fraction:.0%} of the images, random, seed {seed}"
+    keep, held, how = hold_out(labels, holdout_fraction, seed)
     splits = ImageSplits(
         name, images[keep], labels[keep], images[held], labels[held], how, classes=listing.classes
     )
     return splits, report
+
+
+def hold_out(
+    labels: torch.Tensor, fraction: float, seed: int
+) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """(kept, held-out) indices of a source without a held-out split, and how they were
+    drawn: stratified when every image is labelled, else random; seeded."""
+    if bool((labels >= 0).all()):
+        keep, held = stratified_split(labels, fraction, seed)
+        return keep, held, f"{fraction:.0%} of train, stratified, seed {seed}"
+    keep, held = random_split(len(labels), fraction, seed)
+    return keep, held, f"{fraction:.0%} of the images, random, seed {seed}"
 
 
 def list_files(kind: str, path: Path) -> Listing:

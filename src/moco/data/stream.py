@@ -47,11 +47,11 @@ from moco.data.folder import (
     FILE_KINDS,
     decode_center_crop,
     decode_threads,
+    hold_out,
     list_files,
     map_ordered,
-    random_split,
 )
-from moco.data.sources import BUNDLED, DataSourceError, parse_source, stratified_split
+from moco.data.sources import BUNDLED, DataSourceError, parse_source
 
 _MODE_SAMPLE = 32  # readable files looked at to decide between "L" and "RGB"
 _EXIF_ORIENTATION = 0x0112
@@ -146,12 +146,7 @@ def list_source(spec: str, holdout_fraction: float = 0.1, seed: int = 0) -> File
                 f"{kind}:{path}: {n} image file; at least 2 are needed to hold one out"
             )
         labels = torch.tensor([y for _, y in listing.train], dtype=torch.int64)
-        if bool((labels >= 0).all()):
-            keep, held = stratified_split(labels, holdout_fraction, seed)
-            how = f"{holdout_fraction:.0%} of train, stratified, seed {seed}"
-        else:
-            keep, held = random_split(n, holdout_fraction, seed)
-            how = f"{holdout_fraction:.0%} of the images, random, seed {seed}"
+        keep, held, how = hold_out(labels, holdout_fraction, seed)
         train = [listing.train[i] for i in keep.tolist()]
         test = [listing.train[i] for i in held.tolist()]
     mode = _sample_mode([p for p, _ in train + test], name)
@@ -231,8 +226,7 @@ def crop_flip_file(
     orientation applied, damage found and reported instead of raised). The crops are
     planned from the header's size first, so that JPEGs decode at a reduced scale
     (``CropFlip.plan``'s reduction r): ``draft_size = min(W, H) // r`` makes Pillow's
-    draft pick exactly r. The resize loop repeats ``CropFlip._views`` (that one plans
-    from the image it is given, which here is already decoded and shrunk).
+    draft pick exactly r; ``CropFlip.cut`` then cuts the views from the shrunk image.
     """
     size = _oriented_size(path)
     if size is None:  # the header cannot be read: read_image says why
@@ -246,15 +240,7 @@ def crop_flip_file(
     if d.image is None:
         return None, d.error or "unreadable"
     img = d.image if d.image.mode == crop.mode else d.image.convert(crop.mode)
-    sx, sy = w / img.size[0], h / img.size[1]
-    views = []
-    for c, flip in zip(crops, flips, strict=True):
-        box = (c.j / sx, c.i / sy, (c.j + c.w) / sx, (c.i + c.h) / sy)
-        view = img.resize((crop.size, crop.size), Image.Resampling.BILINEAR, box=box)
-        if flip:
-            view = view.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        views.append(chw(np.asarray(view), crop.mode))
-    return tuple(views), ""
+    return crop.cut(img, w, h, crops, flips), ""
 
 
 def _oriented_size(path: Path) -> tuple[int, int] | None:
