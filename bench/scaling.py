@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
 from moco.core.losses import info_nce  # noqa: E402
-from moco.core.model import MoCo  # noqa: E402
+from moco.core.moco import MoCo  # noqa: E402
 from moco.encoders.resnet import build_encoder  # noqa: E402
 from moco.engine.host import keep_freed_memory  # noqa: E402
 from moco.engine.step import train_step  # noqa: E402

@@ -39,7 +39,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from moco.core.model import MoCo  # noqa: E402
+from moco.core.moco import MoCo  # noqa: E402
 from moco.encoders.resnet import build_encoder  # noqa: E402
 from moco.engine.host import keep_freed_memory  # noqa: E402
 from moco.engine.step import train_step  # noqa: E402

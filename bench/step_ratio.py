@@ -41,7 +41,7 @@ from torch import nn
 
 from moco.augment.views import PRESETS, build_view_transform
 from moco.core.losses import info_nce
-from moco.core.model import MoCo
+from moco.core.moco import MoCo
 from moco.data.loader import InMemoryLoader
 from moco.encoders.resnet import build_encoder
 from moco.engine.host import keep_freed_memory

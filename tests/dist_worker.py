@@ -18,7 +18,7 @@ B, STEPS = 16, 3  # global batch, training steps of the equivalence scenario
 
 
 def tiny_moco(bn_splits: int) -> torch.nn.Module:
-    from moco.core.model import MoCo
+    from moco.core.moco import MoCo
     from moco.encoders.resnet import build_encoder
 
     torch.manual_seed(0)

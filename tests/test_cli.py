@@ -109,7 +109,7 @@ def test_export_torchvision_from_the_command_line(tmp_path, capsys):
     import torch
     import torchvision
 
-    from moco.core.model import MoCo
+    from moco.core.moco import MoCo
     from moco.encoders.resnet import build_encoder
     from moco.engine import checkpoint as ckpt_io
 

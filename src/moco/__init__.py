@@ -7,11 +7,31 @@ The public Python API::
     cfg = load_config("default", overrides=["optim.epochs=2"])
     result = pretrain(cfg)
     print(result.knn_top1, result.knn_top1_init)
+
+The names below are imported when first used, so ``import moco.core`` loads the method
+alone (torch and the core), not the engine, data and their dependencies.
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-from moco.config import load_config  # noqa: E402
-from moco.engine.train import pretrain, resume  # noqa: E402
-
 __all__ = ["__version__", "load_config", "pretrain", "resume"]
+
+if TYPE_CHECKING:
+    from moco.config import load_config
+    from moco.engine.train import pretrain, resume
+
+
+def __getattr__(name: str) -> Any:
+    if name == "load_config":
+        from moco.config import load_config
+
+        return load_config
+    if name in ("pretrain", "resume"):
+        from moco.engine import train
+
+        return getattr(train, name)
+    raise AttributeError(f"module 'moco' has no attribute {name!r}")

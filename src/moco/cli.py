@@ -345,7 +345,7 @@ def _pretrain(args: argparse.Namespace) -> int:
 def _ablate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from moco.engine.ablate import markdown_table, run_sweep
+    from moco.experiments.ablate import markdown_table, run_sweep
 
     # `--values 0.9 0.99 key=value` swallows the overrides after it; no value has a "="
     values = [v for v in args.values or [] if "=" not in v] or None
@@ -377,7 +377,7 @@ def _knn(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from moco import dist
-    from moco.eval.monitor import knn_of_checkpoint
+    from moco.runs.knn import knn_of_checkpoint
 
     r = knn_of_checkpoint(
         args.checkpoint, args.data, args.k, args.t, args.features, args.device, args.random_init
@@ -465,8 +465,8 @@ def _run_protocol(kind: str, label: str, args: argparse.Namespace, protocol: Any
     from pathlib import Path
 
     from moco import __version__, dist
-    from moco.engine.train import resolve_device
-    from moco.eval.monitor import load_for_eval, require_labels
+    from moco.device import resolve_device
+    from moco.runs.load import load_for_eval, require_labels
 
     device = resolve_device(args.device)
     dist.init_from_env(device)
@@ -504,10 +504,10 @@ def _embed(args: argparse.Namespace) -> int:
 
     from moco import __version__
     from moco.augment.views import build_eval_transform
+    from moco.device import resolve_device
     from moco.encoders.resnet import ResNet
-    from moco.engine.train import resolve_device
     from moco.eval.features import extract_features
-    from moco.eval.monitor import load_for_eval
+    from moco.runs.load import load_for_eval
 
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):

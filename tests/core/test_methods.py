@@ -14,15 +14,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from moco.core.end_to_end import EndToEnd
-from moco.core.heads import build_head, build_mlp
 from moco.core.memory_bank import MemoryBank
 from moco.core.method import ContrastiveMethod
+from moco.core.moco import MoCo
 from moco.core.moco_v3 import MoCoV3
-from moco.core.model import MoCo
-from moco.core.shuffle_bn import SplitBatchNorm1d, SplitBatchNorm2d
 from moco.core.simclr import SimCLR
 from moco.encoders.resnet import build_encoder
 from moco.engine.step import train_step
+from moco.layers.heads import build_head, build_mlp
+from moco.layers.split_bn import SplitBatchNorm1d, SplitBatchNorm2d
 
 N, DIM = 8, 16
 TOL = {"rtol": 1e-9, "atol": 1e-12}  # float64 throughout the equivalence tests

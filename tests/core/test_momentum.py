@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from moco.core.model import MoCo
+from moco.core.moco import MoCo
 from moco.core.momentum import momentum_update
 from moco.encoders.resnet import build_encoder
 from moco.engine.step import train_step

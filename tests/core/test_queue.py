@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from moco.core.model import MoCo
+from moco.core.moco import MoCo
 from moco.core.queue import enqueue_, init_queue
 from moco.encoders.resnet import build_encoder
 

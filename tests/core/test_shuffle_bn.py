@@ -5,8 +5,9 @@ import torch
 import torchvision
 from torch import nn
 
-from moco.core.shuffle_bn import SplitBatchNorm2d, batch_shuffle, batch_unshuffle
+from moco.core.shuffle_bn import batch_shuffle, batch_unshuffle
 from moco.encoders.resnet import build_resnet
+from moco.layers.split_bn import SplitBatchNorm2d
 
 
 def _bn_pair(groups, c=5):
@@ -75,7 +76,7 @@ def test_shuffle_then_unshuffle_is_identity():
 def test_split_batchnorm1d_equals_separate_calls():
     """Two groups of a (2N, C) batch = two calls of BatchNorm1d on each half, outputs and
     running stats (the mean of the two updates)."""
-    from moco.core.shuffle_bn import SplitBatchNorm1d
+    from moco.layers.split_bn import SplitBatchNorm1d
 
     torch.manual_seed(0)
     x = torch.randn(12, 5, dtype=torch.float64) * 3 + 1

@@ -151,7 +151,7 @@ def test_official_lincls_key_logic_reads_our_checkpoint_into_torchvision():
     """main_lincls.py keeps ``module.encoder_q.*`` minus ``fc`` and strips the prefix."""
     import torchvision
 
-    from moco.core.model import MoCo
+    from moco.core.moco import MoCo
     from moco.encoders.resnet import build_encoder
 
     model = MoCo(build_encoder("resnet18", 128, mlp=True, bn_splits=8), 128, 256)

@@ -5,10 +5,11 @@ import torch
 
 from moco import load_config
 from moco.config import ConfigError
-from moco.core.model import MoCo
+from moco.core.moco import MoCo
+from moco.device import resolve_device
 from moco.encoders.resnet import build_encoder
 from moco.engine.step import train_step
-from moco.engine.train import _amp, resolve_device
+from moco.engine.train import _amp
 
 
 def _model():
@@ -60,7 +61,8 @@ def test_channels_last_step_equals_the_contiguous_step():
 
 def test_amp_auto_resolves_per_device_and_is_recorded(tiny_idx):
     from moco.data.sources import load_source
-    from moco.engine.train import derive, fast_bf16, resolve_amp
+    from moco.device import fast_bf16, resolve_amp
+    from moco.engine.train import derive
 
     cpu = torch.device("cpu")
     assert resolve_amp("auto", cpu) == ("bf16" if fast_bf16(cpu) else "none")

@@ -3,10 +3,10 @@ import dataclasses
 import torch
 from torch import nn
 
-from moco.core.shuffle_bn import SplitBatchNorm2d
 from moco.data.sources import load_source
 from moco.encoders.resnet import build_encoder
 from moco.eval.finetune import FinetuneProtocol, classifier_model, finetune
+from moco.layers.split_bn import SplitBatchNorm2d
 
 
 def _encoder():

@@ -1,6 +1,6 @@
 import torch
 
-from moco.core.model import MoCo
+from moco.core.moco import MoCo
 from moco.encoders.resnet import build_encoder
 from moco.engine import checkpoint as ckpt_io
 from moco.export.detectron2 import load_detectron2, rename, save_detectron2, to_detectron2

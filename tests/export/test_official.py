@@ -1,11 +1,11 @@
 import pytest
 import torch
 
-from moco.core.model import MoCo
+from moco.core.moco import MoCo
 from moco.encoders.resnet import build_encoder
 from moco.engine import checkpoint as ckpt_io
-from moco.eval.monitor import knn_of_checkpoint
 from moco.export import ExportError, infer_spec, load_query_encoder
+from moco.runs.knn import knn_of_checkpoint
 
 
 @pytest.mark.parametrize(

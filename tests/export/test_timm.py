@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from moco.core.model import MoCo
+from moco.core.moco import MoCo
 from moco.encoders.resnet import build_encoder
 from moco.engine import checkpoint as ckpt_io
 from moco.export import ExportError

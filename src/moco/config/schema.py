@@ -16,6 +16,8 @@ from typing import Any
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from moco.errors import ConfigError
+
 
 class Arch(str, enum.Enum):
     resnet18 = "resnet18"
@@ -181,10 +183,6 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     run: RunConfig = field(default_factory=RunConfig)
-
-
-class ConfigError(ValueError):
-    """A preset, key or value the config does not accept."""
 
 
 _PRESETS = resources.files("moco.config") / "presets"

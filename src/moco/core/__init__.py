@@ -1,12 +1,11 @@
 """The method, torch only: it knows nothing of data, configs or the command line."""
 
 from moco.core.end_to_end import EndToEnd
-from moco.core.heads import build_head, build_mlp
 from moco.core.losses import batch_contrastive, info_nce, info_nce_logits, nt_xent
 from moco.core.memory_bank import MemoryBank
 from moco.core.method import ContrastiveMethod, StepOutput
+from moco.core.moco import MoCo
 from moco.core.moco_v3 import MoCoV3
-from moco.core.model import MoCo
 from moco.core.momentum import momentum_update
 from moco.core.queue import enqueue_, init_queue
 from moco.core.shuffle_bn import (
@@ -16,6 +15,7 @@ from moco.core.shuffle_bn import (
     batch_unshuffle,
 )
 from moco.core.simclr import SimCLR
+from moco.layers.heads import build_head, build_mlp
 
 __all__ = [
     "MoCo",

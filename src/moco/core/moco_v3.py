@@ -23,7 +23,7 @@ class MoCoV3(ContrastiveMethod):
     ``momentum_encoder`` our ``encoder_k``, so checkpoints keep the v1 key schema).
 
     Args:
-        encoder: backbone whose ``fc`` is the projector (:func:`moco.core.heads.build_mlp`,
+        encoder: backbone whose ``fc`` is the projector (:func:`moco.layers.heads.build_mlp`,
             2 layers with BN for ResNet); ``encoder_k`` is a deep copy of it, projector
             included, never back-propagated.
         predictor: the query-side MLP (2 layers, last without BN for ResNet); the key

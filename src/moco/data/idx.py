@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from moco.errors import DataSourceError
+
 _DTYPES: dict[int, np.dtype[Any]] = {
     0x08: np.dtype(np.uint8),
     0x09: np.dtype(np.int8),
@@ -23,7 +25,7 @@ _DTYPES: dict[int, np.dtype[Any]] = {
 }
 
 
-class IDXFormatError(ValueError):
+class IDXFormatError(DataSourceError):
     """An IDX file is malformed or truncated."""
 
 

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from moco.data.idx import read_idx
+from moco.errors import DataSourceError
 
 BUNDLED = "bundled"
 KINDS = (
@@ -43,10 +44,6 @@ FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 )  # fmt: skip
-
-
-class DataSourceError(ValueError):
-    """The data source is missing, empty or not in a format we read."""
 
 
 @dataclass

@@ -15,8 +15,8 @@ import torch
 from torch import nn
 from torchvision.models import resnet as tv
 
-from moco.core.heads import build_head
-from moco.core.shuffle_bn import SplitBatchNorm2d
+from moco.layers.heads import build_head
+from moco.layers.split_bn import SplitBatchNorm2d
 
 ARCHS: dict[str, tuple[type[tv.BasicBlock | tv.Bottleneck], list[int]]] = {
     "resnet18": (tv.BasicBlock, [2, 2, 2, 2]),

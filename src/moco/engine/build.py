@@ -6,14 +6,14 @@ from torch import nn
 
 from moco.config.schema import Config, Method
 from moco.core.end_to_end import EndToEnd
-from moco.core.heads import build_head, build_mlp
 from moco.core.memory_bank import MemoryBank
 from moco.core.method import ContrastiveMethod
+from moco.core.moco import MoCo
 from moco.core.moco_v3 import MoCoV3
-from moco.core.model import MoCo
 from moco.core.simclr import SimCLR
 from moco.encoders.resnet import ResNet, build_resnet
 from moco.encoders.vit import ViTEncoder, build_vit
+from moco.layers.heads import build_head, build_mlp
 
 # The online network of these runs both views in one call (DDP allows one call per
 # step), so its BN gets twice the groups: each view is normalised in its own groups,

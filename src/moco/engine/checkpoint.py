@@ -18,11 +18,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from moco.errors import CheckpointError
+
 PREFIX = "module."
-
-
-class CheckpointError(ValueError):
-    """A checkpoint is missing, unreadable or not one of ours / the official ones."""
 
 
 def to_official(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

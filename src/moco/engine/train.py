@@ -31,6 +31,7 @@ from moco.core.method import ContrastiveMethod
 from moco.data.loader import InMemoryLoader
 from moco.data.sources import ImageSplits, load_source
 from moco.data.stream import FileSplits, StreamingLoader, list_source
+from moco.device import resolve_amp, resolve_device
 from moco.engine import checkpoint as ckpt_io
 from moco.engine import host
 from moco.engine.build import build_model
@@ -38,11 +39,8 @@ from moco.engine.metrics import MetricsLog
 from moco.engine.optim import build_optimizer
 from moco.engine.schedule import lr_at, momentum_at
 from moco.engine.step import train_step
+from moco.errors import NonFiniteLossError
 from moco.eval.monitor import knn_accuracy, knn_accuracy_files
-
-
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is left as it was."""
 
 
 @dataclass(frozen=True)
@@ -73,19 +71,6 @@ class PretrainResult:
     epochs: int
     knn_top1: float | None  # final kNN top-1 on the held-out split
     knn_top1_init: float | None  # the same network at random initialisation (epoch 0)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto``: CUDA when available, else CPU. Under torchrun a CUDA device without an
-    index becomes ``cuda:LOCAL_RANK`` (one GPU per process)."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"run.device={name!r} but CUDA is not available; use cpu or auto")
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", dist.local_rank() if dist.launched() else 0)
-    return device
 
 
 def derive(cfg: Config, data: ImageSplits | FileSplits, device: torch.device) -> Derived:
@@ -130,28 +115,6 @@ def derive(cfg: Config, data: ImageSplits | FileSplits, device: torch.device) ->
         mean=mean,
         std=std,
     )
-
-
-def fast_bf16(device: torch.device) -> bool:
-    """Whether ``device`` runs bf16 matmuls / convolutions natively (so autocast wins):
-    CUDA with bf16 support (Ampere and later), or a CPU that oneDNN runs bf16 on."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        try:
-            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        except (AttributeError, RuntimeError):
-            return False
-    return False
-
-
-def resolve_amp(name: str, device: torch.device) -> str:
-    """``optim.amp`` as it runs on ``device``: ``auto`` becomes bf16 or none."""
-    if name == "auto":
-        return "bf16" if fast_bf16(device) else "none"
-    if name == "fp16" and device.type != "cuda":
-        raise ConfigError("optim.amp=fp16 needs a CUDA device; use bf16 on CPU")
-    return name
 
 
 def _amp(

@@ -21,12 +21,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from moco.augment.views import build_eval_transform
-from moco.core.shuffle_bn import SplitBatchNorm2d
 from moco.data.sources import ImageSplits, stratified_split
 from moco.dist import sync_batchnorm, world_size
 from moco.encoders.resnet import ResNet
 from moco.eval.features import extract_features
 from moco.eval.linear import ClassifierResult, topk_accuracy
+from moco.layers.split_bn import SplitBatchNorm2d
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,9 @@ import torch
 import torchvision
 from torch import nn
 
+from moco.errors import ExportError
+
 ENCODER_PREFIXES = ("module.encoder_q.", "encoder_q.")
-
-
-class ExportError(ValueError):
-    """The state dict does not have the keys or shapes the target format needs."""
 
 
 def query_encoder_state(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -17,8 +17,8 @@ from moco.data.sources import FASHION_MNIST_CLASSES
 from moco.encoders.resnet import ResNet
 from moco.engine.metrics import read_metrics
 from moco.eval.features import extract_features
-from moco.eval.monitor import load_for_eval
 from moco.report import figures
+from moco.runs.load import load_for_eval
 
 
 def _results(run_dir: Path) -> list[dict[str, str]]:

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from moco.core.model import MoCo
+from moco.core.moco import MoCo
 from moco.encoders.resnet import build_encoder
 from moco.engine.step import train_step
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from moco.core.shuffle_bn import SplitBatchNorm1d
+from moco.layers.split_bn import SplitBatchNorm1d
 
 
 def build_head(in_dim: int, out_dim: int, mlp: bool, hidden_dim: int | None = None) -> nn.Module:

@@ -11,9 +11,9 @@ import pytest
 
 from moco.cli import main
 from moco.config.schema import load_config, to_yaml
-from moco.engine import ablate
 from moco.engine import train as train_mod
 from moco.engine.metrics import read_metrics
+from moco.experiments import ablate
 
 TINY = [
     "model.width=0.125", "model.queue_size=128", "model.bn_splits=2", "optim.batch_size=64",

@@ -1,0 +1,1 @@
+"""Sweeps built from whole pre-training runs (the paper's ablations), above the engine."""

@@ -1,0 +1,7 @@
+"""Building blocks the encoders and the methods share, torch only: split BN and the
+projection heads. They know nothing of the methods that use them."""
+
+from moco.layers.heads import build_head, build_mlp
+from moco.layers.split_bn import SplitBatchNorm1d, SplitBatchNorm2d
+
+__all__ = ["SplitBatchNorm1d", "SplitBatchNorm2d", "build_head", "build_mlp"]
