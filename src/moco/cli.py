@@ -28,7 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    from moco import __version__
+    from moco.version import __version__
 
     parser.add_argument("--version", action="version", version=f"moco {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -464,9 +464,10 @@ def _run_protocol(kind: str, label: str, args: argparse.Namespace, protocol: Any
     import json
     from pathlib import Path
 
-    from moco import __version__, dist
+    from moco import dist
     from moco.device import resolve_device
     from moco.runs.load import load_for_eval, require_labels
+    from moco.version import __version__
 
     device = resolve_device(args.device)
     dist.init_from_env(device)
@@ -502,12 +503,12 @@ def _embed(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from moco import __version__
     from moco.augment.views import build_eval_transform
     from moco.device import resolve_device
     from moco.encoders.resnet import ResNet
     from moco.eval.features import extract_features
     from moco.runs.load import load_for_eval
+    from moco.version import __version__
 
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):

@@ -18,7 +18,7 @@ from typing import Any, cast
 import torch
 from tqdm import tqdm
 
-from moco import __version__, dist
+from moco import dist
 from moco.augment.two_stage import CropFlip
 from moco.augment.views import (
     PRESETS,
@@ -41,6 +41,7 @@ from moco.engine.schedule import lr_at, momentum_at
 from moco.engine.step import train_step
 from moco.errors import NonFiniteLossError
 from moco.eval.monitor import knn_accuracy, knn_accuracy_files
+from moco.version import __version__
 
 
 @dataclass(frozen=True)
