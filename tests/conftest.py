@@ -1,13 +1,16 @@
-"""Shared fixtures: tiny IDX datasets cut from the bundled subset, small encoders."""
+"""Shared fixtures: tiny IDX datasets cut from the bundled subset, tiny-run configs,
+launchers of multi-process tests."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from moco.config import Config, load_config
 from moco.data.idx import write_idx
 from moco.data.sources import load_source
 
@@ -35,6 +38,39 @@ def make_idx_dir(root: Path, n_train: int, n_test: int) -> Path:
 @pytest.fixture
 def tiny_idx(tmp_path: Path) -> Path:
     return make_idx_dir(tmp_path / "tiny", 256, 64)
+
+
+# A run of about a second on one core: 4 steps an epoch on ``tiny_idx``, kNN at epochs 0
+# and 1. The one copy of these values: tests that pass override strings to the CLI or to
+# ``ablate.run_sweep`` spread this tuple, the others take a Config from ``tiny_config``.
+TINY_OVERRIDES: tuple[str, ...] = (
+    "model.width=0.125", "model.queue_size=128", "model.bn_splits=2", "optim.batch_size=64",
+    "optim.epochs=1", "eval.knn_every=1", "eval.knn_k=20", "run.progress=false",
+    "run.log_every=2",
+)  # fmt: skip
+
+
+@pytest.fixture
+def tiny_config(tmp_path: Path, request: pytest.FixtureRequest) -> Callable[..., Config]:
+    """A factory: ``tiny_config(*overrides, preset="default", data=None)`` is ``preset``
+    with ``TINY_OVERRIDES``, runs written to ``tmp_path/<run.name>`` (name ``run`` unless
+    overridden), then ``overrides`` (the later value of a key wins). ``data`` is any
+    ``data.source`` string; None means the ``tiny_idx`` directory, made on first use."""
+
+    def make(*overrides: str, preset: str = "default", data: str | Path | None = None) -> Config:
+        source = request.getfixturevalue("tiny_idx") if data is None else data
+        return load_config(
+            preset,
+            [
+                *TINY_OVERRIDES,
+                f"data.source={source}",
+                f"run.out_dir={tmp_path}",
+                "run.name=run",
+                *overrides,
+            ],
+        )
+
+    return make
 
 
 def free_port() -> int:

@@ -24,7 +24,13 @@ def test_one_process_helpers_are_the_identity():
     assert dist.data_parallel(module, torch.device("cpu")) is module
     bn = torch.nn.BatchNorm2d(3)
     assert dist.sync_batchnorm(bn) is bn  # one process: BN already sees the whole batch
-    dist.average_bn_stats_(bn)  # nothing to average with
+    bn(torch.randn(4, 3, 2, 2))  # running statistics away from their initial 0 and 1
+    before = {k: v.clone() for k, v in bn.state_dict().items()}
+    assert not torch.equal(before["running_mean"], torch.zeros(3))
+    dist.average_bn_stats_(bn)  # nothing to average with: every statistic as it was
+    assert all(torch.equal(v, before[k]) for k, v in bn.state_dict().items())
+    # (on 2 processes, test_two_processes_equal_one_process_with_two_bn_groups checks
+    # that the averaged statistics are those of the one-process run)
     assert not dist.launched() and dist.restart_count() == 0
 
 

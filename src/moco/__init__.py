@@ -22,7 +22,7 @@ __all__ = ["__version__", "load_config", "pretrain", "resume"]
 
 if TYPE_CHECKING:
     from moco.config import load_config
-    from moco.engine.train import pretrain, resume
+    from moco.runs.train import pretrain, resume
 
 
 def __getattr__(name: str) -> Any:
@@ -31,7 +31,7 @@ def __getattr__(name: str) -> Any:
 
         return load_config
     if name in ("pretrain", "resume"):
-        from moco.engine import train
+        from moco.runs import train
 
         return getattr(train, name)
     raise AttributeError(f"module 'moco' has no attribute {name!r}")

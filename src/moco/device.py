@@ -42,3 +42,13 @@ def resolve_amp(name: str, device: torch.device) -> str:
     if name == "fp16" and device.type != "cuda":
         raise ConfigError("optim.amp=fp16 needs a CUDA device; use bf16 on CPU")
     return name
+
+
+def amp_dtype(amp: str) -> torch.dtype | None:
+    """The autocast dtype of a resolved ``amp`` ("none", "bf16", "fp16"); None: no autocast."""
+    return {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+
+
+def grad_scaler(amp: str) -> torch.amp.GradScaler | None:
+    """fp16 needs loss scaling (CUDA); bf16 and fp32 do not."""
+    return torch.amp.GradScaler("cuda") if amp == "fp16" else None

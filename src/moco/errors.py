@@ -32,3 +32,11 @@ class ExportError(MocoError, ValueError):
 
 class NonFiniteLossError(MocoError, RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is left as it was."""
+
+
+class OutputExistsError(MocoError, FileExistsError):
+    """An output directory or file already holds something we would overwrite."""
+
+
+class NotARunError(MocoError, FileNotFoundError):
+    """A path that should be a run directory (or hold one) is not one."""

@@ -62,9 +62,9 @@ def test_yaml_round_trip():
 def test_every_preset_builds_and_takes_a_step(preset):
     import torch
 
+    from moco.engine.build import build_model
     from moco.engine.optim import build_optimizer
     from moco.engine.step import train_step
-    from moco.engine.train import build_model
 
     cfg = load_config(preset)
     model = build_model(cfg, in_chans=3, num_images=64)

@@ -9,8 +9,8 @@ import torch
 from PIL import Image
 
 from moco import load_config, pretrain
+from moco.data.center_crop import resize_center_crop
 from moco.data.decode import UnreadableImageWarning
-from moco.data.folder import resize_center_crop
 from moco.data.sources import DataSourceError, load_source
 from moco.engine import checkpoint as ckpt_io
 

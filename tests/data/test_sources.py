@@ -1,7 +1,6 @@
 import pytest
 import torch
 
-from moco.data.loader import InMemoryLoader
 from moco.data.sources import (
     FASHION_MNIST_CLASSES,
     DataSourceError,
@@ -46,19 +45,6 @@ def test_missing_or_empty_sources_fail_clearly(tmp_path):
         load_source(str(tmp_path / "nope"))
     with pytest.raises(DataSourceError, match="train-images-idx3-ubyte"):
         load_source(str(tmp_path))
-
-
-def test_loader_epochs_are_seeded_and_drop_last():
-    x = torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1)
-    loader = InMemoryLoader(x, torch.arange(10), batch_size=4, seed=1)
-    assert len(loader) == 2
-    loader.set_epoch(0)
-    a = [idx.tolist() for _, _, idx in loader]
-    b = [idx.tolist() for _, _, idx in loader]
-    loader.set_epoch(1)
-    c = [idx.tolist() for _, _, idx in loader]
-    assert a == b and a != c
-    assert all(len(set(batch)) == 4 for batch in a)
 
 
 def test_source_strings_name_their_kind(tiny_idx, tmp_path):

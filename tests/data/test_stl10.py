@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from moco import load_config, pretrain
+from moco.data.in_memory import InMemoryData
 from moco.data.sources import DataSourceError, load_source
 from moco.engine import checkpoint as ckpt_io
-from moco.engine.train import derive
+from moco.engine.plan import plan_run
 
 NAMES = ["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"]
 
@@ -79,7 +80,7 @@ def test_unlabelled_images_are_for_pretraining_only(tmp_path):
     assert data.num_classes == 10  # the -1 of unlabelled images never counts as a class
 
     cfg = load_config("default", ["optim.batch_size=4", "model.bn_splits=2", "optim.epochs=2"])
-    derived = derive(cfg, data, torch.device("cpu"))
+    derived = plan_run(cfg, InMemoryData(data), torch.device("cpu"))
     assert derived.train_images == 19 and derived.steps_per_epoch == 4
     assert derived.total_steps == 8 and derived.held_out_images == 5
 

@@ -12,7 +12,7 @@ timm = pytest.importorskip("timm")
 from moco.config.schema import ConfigError, load_config  # noqa: E402
 from moco.core.moco_v3 import MoCoV3  # noqa: E402
 from moco.encoders.vit import VIT_ARCHS, build_vit, sincos_pos_embed_2d  # noqa: E402
-from moco.engine.build import backbone, build_model  # noqa: E402
+from moco.engine.build import build_model  # noqa: E402
 from moco.engine.optim import build_optimizer  # noqa: E402
 from moco.engine.step import train_step  # noqa: E402
 
@@ -100,7 +100,7 @@ def test_moco_v3_with_a_vit_takes_a_step_with_every_trainable_parameter_getting_
                                         "model.hidden_dim=64", "model.bn_splits=2"])  # fmt: skip
     model = build_model(cfg, in_chans=1)
     assert isinstance(model, MoCoV3)
-    enc = backbone(model)
+    enc = model.encoder_q
     # official ViT heads: 3-layer projector, 2-layer predictor (Linear-BN-ReLU ... Linear[-BN])
     linears = [m for m in enc.fc if isinstance(m, nn.Linear)]
     assert [(m.in_features, m.out_features) for m in linears] == [(192, 64), (64, 64), (64, 128)]
@@ -117,5 +117,5 @@ def test_every_method_takes_a_step_with_a_vit(method):
     cfg = load_config("default", [*_VIT, f"model.method={method}", "model.queue_size=64",
                                   "model.mlp=true", "model.bn_splits=1"])  # fmt: skip
     model = build_model(cfg, in_chans=1, num_images=8)
-    assert backbone(model).fc[0].in_features == 192
+    assert model.encoder_q.fc[0].in_features == 192
     _assert_step_reaches_every_trainable_parameter(model)

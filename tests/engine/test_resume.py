@@ -3,25 +3,13 @@
 import pytest
 import torch
 
-from moco import load_config, pretrain, resume
+from moco import pretrain, resume
 from moco.engine import checkpoint as ckpt_io
 from moco.engine import train as train_mod
 
-TINY = [
-    "model.width=0.125", "model.queue_size=128", "model.bn_splits=2",
-    "optim.batch_size=64", "optim.epochs=3", "eval.knn_every=1", "eval.knn_k=20",
-    "run.progress=false", "run.log_every=2",
-]  # fmt: skip
 
-
-def _cfg(tiny_idx, tmp_path, name):
-    return load_config(
-        "default", [*TINY, f"data.source={tiny_idx}", f"run.out_dir={tmp_path}", f"run.name={name}"]
-    )
-
-
-def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tiny_idx, tmp_path, monkeypatch):
-    full = pretrain(_cfg(tiny_idx, tmp_path, "full"))
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tiny_config, tmp_path, monkeypatch):
+    full = pretrain(tiny_config("optim.epochs=3", "run.name=full"))
 
     saves = []
     real_save = ckpt_io.save_atomic
@@ -34,7 +22,7 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tiny_idx, tmp_pat
 
     monkeypatch.setattr(train_mod.ckpt_io, "save_atomic", save_then_crash)
     with pytest.raises(KeyboardInterrupt):
-        pretrain(_cfg(tiny_idx, tmp_path, "cut"))
+        pretrain(tiny_config("optim.epochs=3", "run.name=cut"))
     assert saves == [0, 1, 2]
     monkeypatch.setattr(train_mod.ckpt_io, "save_atomic", real_save)
     resumed = resume(tmp_path / "cut")
@@ -49,17 +37,8 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tiny_idx, tmp_pat
     assert resumed.knn_top1_init == full.knn_top1_init
 
 
-def test_checkpoint_layout_is_official_and_complete(tiny_idx, tmp_path):
-    cfg = load_config(
-        "default",
-        [
-            *TINY,
-            "optim.epochs=1",
-            f"data.source={tiny_idx}",
-            f"run.out_dir={tmp_path}",
-            "run.name=one",
-        ],
-    )
+def test_checkpoint_layout_is_official_and_complete(tiny_config):
+    cfg = tiny_config("run.name=one")
     result = pretrain(cfg)
     ck = ckpt_io.load(result.checkpoint)
     keys = ck["state_dict"].keys()
@@ -91,33 +70,15 @@ def test_checkpoint_layout_is_official_and_complete(tiny_idx, tmp_path):
     assert not list(run.glob(".*tmp*"))  # atomic writes leave no temporary file
 
 
-def test_resume_refuses_to_change_the_recipe(tiny_idx, tmp_path):
-    cfg = load_config(
-        "default",
-        [
-            *TINY,
-            "optim.epochs=1",
-            f"data.source={tiny_idx}",
-            f"run.out_dir={tmp_path}",
-            "run.name=r",
-        ],
-    )
+def test_resume_refuses_to_change_the_recipe(tiny_config, tmp_path):
+    cfg = tiny_config("run.name=r")
     pretrain(cfg)
     with pytest.raises(ValueError, match="cannot change 'model.momentum'"):
         resume(tmp_path / "r", ["model.momentum=0.5"])
 
 
-def test_existing_run_directory_is_never_overwritten(tiny_idx, tmp_path):
-    cfg = load_config(
-        "default",
-        [
-            *TINY,
-            "optim.epochs=1",
-            f"data.source={tiny_idx}",
-            f"run.out_dir={tmp_path}",
-            "run.name=same",
-        ],
-    )
+def test_existing_run_directory_is_never_overwritten(tiny_config, tmp_path):
+    cfg = tiny_config("run.name=same")
     pretrain(cfg)
     before = (tmp_path / "same" / "checkpoint.pth.tar").read_bytes()
     with pytest.raises(FileExistsError, match="already exists"):
@@ -125,10 +86,8 @@ def test_existing_run_directory_is_never_overwritten(tiny_idx, tmp_path):
     assert (tmp_path / "same" / "checkpoint.pth.tar").read_bytes() == before
 
 
-def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_idx, tmp_path, monkeypatch):
-    cfg = load_config(
-        "default", [*TINY, f"data.source={tiny_idx}", f"run.out_dir={tmp_path}", "run.name=nan"]
-    )
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_config, tmp_path, monkeypatch):
+    cfg = tiny_config("optim.epochs=3", "run.name=nan")
     real_step = train_mod.train_step
     calls = []
 

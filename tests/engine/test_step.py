@@ -9,7 +9,14 @@ from moco.core.moco import MoCo
 from moco.device import resolve_device
 from moco.encoders.resnet import build_encoder
 from moco.engine.step import train_step
-from moco.engine.train import _amp
+
+
+def _amp(cfg, device):
+    """The autocast dtype and scaler a run of ``cfg`` gets on ``device``."""
+    from moco.device import amp_dtype, grad_scaler, resolve_amp
+
+    amp = resolve_amp(cfg.optim.amp.value, device)
+    return amp_dtype(amp), grad_scaler(amp)
 
 
 def _model():
@@ -31,13 +38,24 @@ def test_bf16_autocast_step_matches_fp32_loss():
     assert b.queue.dtype == torch.float32  # keys are stored at full precision
 
 
-def test_fp16_needs_cuda_and_cuda_needs_a_gpu():
+def test_fp16_needs_cuda_and_cuda_needs_a_gpu(monkeypatch):
     cfg = load_config("default", ["optim.amp=fp16"])
-    if not torch.cuda.is_available():
-        with pytest.raises(ConfigError, match="fp16 needs a CUDA device"):
-            _amp(cfg, torch.device("cpu"))
+    with pytest.raises(ConfigError, match="fp16 needs a CUDA device"):
+        _amp(cfg, torch.device("cpu"))  # whether or not this machine has a GPU
+    if torch.cuda.is_available():
+        dtype, scaler = _amp(cfg, torch.device("cuda"))
+        assert dtype == torch.float16 and scaler is not None and scaler.is_enabled()
+        assert resolve_device("cuda") == torch.device("cuda", 0)
+        assert resolve_device("auto").type == "cuda"
+    else:
         with pytest.raises(ConfigError, match="CUDA is not available"):
             resolve_device("cuda")
+        assert resolve_device("auto") == torch.device("cpu")
+    # the message a machine without a GPU gives, checked on every machine
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="run.device='cuda:1' but CUDA is not available"):
+        resolve_device("cuda:1")
+    assert resolve_device("auto") == torch.device("cpu")
 
 
 def test_channels_last_step_equals_the_contiguous_step():
@@ -60,14 +78,14 @@ def test_channels_last_step_equals_the_contiguous_step():
 
 
 def test_amp_auto_resolves_per_device_and_is_recorded(tiny_idx):
-    from moco.data.sources import load_source
+    from moco.data.interface import open_data
     from moco.device import fast_bf16, resolve_amp
-    from moco.engine.train import derive
+    from moco.engine.plan import plan_run
 
     cpu = torch.device("cpu")
     assert resolve_amp("auto", cpu) == ("bf16" if fast_bf16(cpu) else "none")
     assert resolve_amp("none", cpu) == "none" and resolve_amp("bf16", cpu) == "bf16"
     with pytest.raises(ConfigError, match="fp16 needs a CUDA device"):
         resolve_amp("fp16", cpu)
-    d = derive(load_config("default"), load_source(str(tiny_idx)), cpu)
+    d = plan_run(load_config("default"), open_data(str(tiny_idx), 0.1, 0, None, False), cpu)
     assert d.amp == resolve_amp("auto", cpu)  # the default preset asks for auto

@@ -16,15 +16,11 @@ import torch
 from moco import cli, load_config, pretrain
 from moco.engine import checkpoint as ckpt_io
 from moco.engine import train as train_mod
+from moco.errors import ConfigError
 
-from ..conftest import free_port, rank_env
+from ..conftest import TINY_OVERRIDES, free_port, rank_env
 
 pytestmark = pytest.mark.slow
-
-TINY = [
-    "model.width=0.125", "model.queue_size=128", "model.bn_splits=2", "optim.batch_size=64",
-    "eval.knn_k=20", "run.progress=false", "run.log_every=2",
-]  # fmt: skip
 
 
 def torchrun(args: list[str], log: Path, restarts: int = 0) -> subprocess.Popen[bytes]:
@@ -62,7 +58,7 @@ def children(pid: int) -> list[int]:
 def test_a_killed_worker_restarts_and_resumes_to_the_uninterrupted_weights(tiny_idx, tmp_path):
     """torchrun --max-restarts: the job restarts from the last checkpoint, and the
     resumed 2-process run ends with exactly the weights of an uninterrupted one."""
-    args = ["pretrain", "--data", str(tiny_idx), "--out", str(tmp_path), *TINY]
+    args = ["pretrain", "--data", str(tiny_idx), "--out", str(tmp_path), *TINY_OVERRIDES]
     args += ["optim.epochs=4", "eval.knn_every=2"]
     finish(torchrun([*args, "run.name=full"], tmp_path / "full.log"), tmp_path / "full.log")
 
@@ -89,7 +85,8 @@ def test_a_killed_worker_restarts_and_resumes_to_the_uninterrupted_weights(tiny_
 def test_when_a_rank_dies_or_hangs_the_other_exits_with_a_clear_message(fault, tiny_idx, tmp_path):
     """No launcher agent to clean up: rank 0 itself must notice, quickly when the peer's
     sockets close, within run.dist_timeout when the peer hangs."""
-    args = ["-m", "moco", "pretrain", "--data", str(tiny_idx), "--out", str(tmp_path), *TINY]
+    args = ["-m", "moco", "pretrain", "--data", str(tiny_idx), "--out", str(tmp_path)]
+    args += TINY_OVERRIDES
     args += ["optim.epochs=50", "eval.knn_every=0", "run.name=r", "run.dist_timeout=5"]
     port = free_port()
     logs = [tmp_path / f"rank{r}.log" for r in range(2)]
@@ -119,12 +116,8 @@ def test_when_a_rank_dies_or_hangs_the_other_exits_with_a_clear_message(fault, t
     assert ckpt_io.load(tmp_path / "r")["epoch"] >= 1  # the last checkpoint is intact
 
 
-def test_knn_and_linear_under_torchrun_equal_one_process(tiny_idx, tmp_path):
-    cfg = load_config(
-        "default",
-        [*TINY, "optim.epochs=1", "eval.knn_every=0", f"data.source={tiny_idx}",
-         f"run.out_dir={tmp_path}", "run.name=r"],
-    )  # fmt: skip
+def test_knn_and_linear_under_torchrun_equal_one_process(tiny_config, tmp_path):
+    cfg = tiny_config("eval.knn_every=0", "run.name=r")
     ckpt = str(pretrain(cfg).checkpoint)
     lincls = ["lincls", ckpt, "--protocol", "small", "--epochs", "4"]
     for cmd in (["knn", ckpt, "--k", "20"], lincls):
@@ -137,18 +130,21 @@ def test_knn_and_linear_under_torchrun_equal_one_process(tiny_idx, tmp_path):
 
 
 def test_bn_groups_and_batch_must_spread_evenly_over_processes(tiny_idx, monkeypatch):
+    from moco.data.interface import open_data
+    from moco.engine.plan import plan_run
+
     monkeypatch.setattr(train_mod.dist, "world_size", lambda: 4)
-    data = train_mod.load_source(str(tiny_idx))
+    data = open_data(str(tiny_idx), 0.1, 0, None, False)
     cpu = torch.device("cpu")
     cfg = load_config("default", ["model.bn_splits=2"])
-    with pytest.raises(train_mod.ConfigError, match="multiple of 4"):
-        train_mod.derive(cfg, data, cpu)
+    with pytest.raises(ConfigError, match="multiple of 4"):
+        plan_run(cfg, data, cpu)
     cfg = load_config("default", ["optim.batch_size=66", "model.bn_splits=2"])
-    with pytest.raises(train_mod.ConfigError, match="not divisible by 4 processes"):
-        train_mod.derive(cfg, data, cpu)
-    d = train_mod.derive(load_config("default"), data, cpu)  # batch 64, 8 groups
+    with pytest.raises(ConfigError, match="not divisible by 4 processes"):
+        plan_run(cfg, data, cpu)
+    d = plan_run(load_config("default"), data, cpu)  # batch 64, 8 groups
     assert (d.world_size, d.batch_per_process, d.bn_splits_per_process) == (4, 16, 2)
     assert d.lr == pytest.approx(0.06 * 64 / 256)  # scaled by the global batch, once
     cfg = load_config("default", ["model.sync_bn=true", "model.bn_splits=1"])
-    with pytest.raises(train_mod.ConfigError, match="CUDA only"):
-        train_mod.derive(cfg, data, cpu)
+    with pytest.raises(ConfigError, match="CUDA only"):
+        plan_run(cfg, data, cpu)

@@ -1,5 +1,6 @@
 import dataclasses
 
+import pytest
 import torch
 from torch import nn
 
@@ -37,3 +38,13 @@ def test_every_parameter_trains_and_the_source_encoder_is_untouched(tiny_idx):
     x = torch.randn(8, 1, 28, 28)
     torch.nn.functional.cross_entropy(net(x), torch.arange(8)).backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())
+
+
+def test_a_vit_gets_a_head_of_its_feature_width():
+    pytest.importorskip("timm")
+    from moco.encoders.vit import build_vit
+
+    vit = build_vit("vit_tiny", in_chans=1, img_size=28, patch_size=7)
+    net = classifier_model(vit, 10, norm_features=True)
+    assert net.fc[0].num_features == vit.feature_dim == 192 and net.fc[1].out_features == 10
+    assert net(torch.randn(2, 1, 28, 28)).shape == (2, 10)

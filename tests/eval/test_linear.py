@@ -52,3 +52,15 @@ def test_augmented_features_cannot_be_cached(small_data):
     proto = dataclasses.replace(PROTOCOLS["paper"], cache_features=True)
     with pytest.raises(ValueError, match="cache_features needs augment=False"):
         train_linear_probe(enc, small_data, proto, 28, (0.28,), (0.35,))
+
+
+def test_a_vit_is_probed_through_the_encoder_interface(small_data):
+    pytest.importorskip("timm")
+    from moco.encoders.vit import build_vit
+
+    enc = build_vit("vit_tiny", in_chans=1, img_size=28, patch_size=7)
+    before = {k: v.clone() for k, v in enc.state_dict().items()}
+    proto = dataclasses.replace(PROTOCOLS["small"], epochs=2, milestones=(1,), batch_size=64)
+    result = train_linear_probe(enc, small_data, proto, 28, (0.28,), (0.35,))
+    assert len(result.curve) == 2 and 0.0 <= result.test_top1 <= result.test_top5 <= 1.0
+    assert all(torch.equal(v, before[k]) for k, v in enc.state_dict().items())

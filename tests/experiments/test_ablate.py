@@ -11,14 +11,12 @@ import pytest
 
 from moco.cli import main
 from moco.config.schema import load_config, to_yaml
-from moco.engine import train as train_mod
 from moco.engine.metrics import read_metrics
+from moco.errors import NonFiniteLossError
 from moco.experiments import ablate
+from moco.runs import train as train_mod
 
-TINY = [
-    "model.width=0.125", "model.queue_size=128", "model.bn_splits=2", "optim.batch_size=64",
-    "eval.knn_every=1", "eval.knn_k=20", "run.progress=false", "run.log_every=2",
-]  # fmt: skip
+from ..conftest import TINY_OVERRIDES
 
 
 def _rows(sweep_dir):
@@ -56,7 +54,7 @@ def _no_training(*args, **kwargs):
 def test_momentum_sweep_trains_each_value_and_tables_what_the_runs_wrote(
     tiny_idx, tmp_path, monkeypatch
 ):
-    overrides = [*TINY, f"data.source={tiny_idx}"]
+    overrides = [*TINY_OVERRIDES, f"data.source={tiny_idx}"]
     r = ablate.run_sweep("momentum", None, overrides, ["0.9", "0.99"], tmp_path, None, 1)
     assert r.sweep_dir == tmp_path / "ablate-momentum-default" and r.ran == ["0.9", "0.99"]
     assert r.table_json.is_file() and r.table_md.is_file() and r.figure.stat().st_size > 5000
@@ -93,7 +91,8 @@ def test_momentum_sweep_trains_each_value_and_tables_what_the_runs_wrote(
 def test_shuffle_bn_sweep_from_the_command_line(tiny_idx, tmp_path, capsys):
     # overrides right after --values: the CLI tells them apart by their "="
     argv = ["ablate", "shuffle-bn", "--epochs", "1", "--out-dir", str(tmp_path), "--name",
-            "sbn", "--values", "false", "true", *TINY, f"data.source={tiny_idx}"]  # fmt: skip
+            "sbn", "--values", "false", "true", *TINY_OVERRIDES,
+            f"data.source={tiny_idx}"]  # fmt: skip
     assert main(argv) == 0
     out = capsys.readouterr().out
     sweep = tmp_path / "sbn"
@@ -118,7 +117,7 @@ def test_a_diverged_run_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch)
         if cfg.model.momentum == 0.0:
             calls.append(cfg)
             (tmp_path / "s" / cfg.run.name).mkdir(parents=True)
-            raise train_mod.NonFiniteLossError(
+            raise NonFiniteLossError(
                 "loss is nan at step 7 (epoch 2); stopped without saving. The last good ..."
             )
         return fake(cfg)

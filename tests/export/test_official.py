@@ -2,9 +2,10 @@ import pytest
 import torch
 
 from moco.core.moco import MoCo
-from moco.encoders.resnet import build_encoder
+from moco.encoders.resnet import ARCHS, build_encoder
 from moco.engine import checkpoint as ckpt_io
 from moco.export import ExportError, infer_spec, load_query_encoder
+from moco.export.official import backbone_shapes, infer_arch
 from moco.runs.knn import knn_of_checkpoint
 
 
@@ -26,6 +27,26 @@ def test_spec_is_read_off_the_shapes(mlp, cifar_stem, in_chans, width):
 def test_not_a_resnet_is_named():
     with pytest.raises(ExportError, match="no query encoder"):
         infer_spec({"module.other.weight": torch.zeros(1)}, "resnet18")
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHS))
+def test_arch_is_read_off_the_blocks(arch):
+    with torch.device("meta"):  # shapes only: no memory, no random draws
+        enc = build_encoder(arch, 32, mlp=True, width=0.5)
+    state = {f"module.encoder_q.{k}": v for k, v in enc.state_dict().items()}
+    assert infer_arch(state) == arch
+    shapes = backbone_shapes(state, arch)
+    assert shapes == {k: v.shape for k, v in enc.state_dict().items() if not k.startswith("fc.")}
+
+
+def test_a_mis_shaped_official_checkpoint_is_named():
+    enc = build_encoder("resnet18", 64, True, cifar_stem=True, in_chans=1, width=0.25)
+    state = ckpt_io.to_official(MoCo(enc, 64, 128).state_dict())
+    state["module.encoder_q.layer1.1.bn1.weight"] = torch.ones(3)
+    with pytest.raises(ExportError, match=r"layer1\.1\.bn1\.weight: \(3,\) vs \(16,\)"):
+        load_query_encoder(state, "resnet18")
+    with pytest.raises(ExportError, match="key sets differ from the resnet34"):
+        load_query_encoder(state, "resnet34")
 
 
 def test_official_checkpoint_knn_on_our_data(tmp_path, tiny_idx):

@@ -11,7 +11,7 @@ from torch import nn
 
 from moco import dist
 from moco.core.losses import batch_contrastive
-from moco.core.method import ContrastiveMethod, StepOutput
+from moco.core.method import ContrastiveMethod, MethodOptions, StepOutput, check_temperature
 from moco.core.shuffle_bn import batch_shuffle
 
 __all__ = ["EndToEnd"]
@@ -21,9 +21,7 @@ class EndToEnd(ContrastiveMethod):
     """The end-to-end mechanism MoCo compares against (Sec. 3.2, Fig. 2a and 3).
 
     One encoder, ``encoder_q``, encodes queries and keys, and both receive gradients.
-    Both views go through one call on ``cat([x_q, x_k])`` (DDP allows one call per
-    step); the engine gives this encoder's BN twice the groups of one view, so queries
-    and keys are normalised in their own groups exactly as two calls would.
+    Both views go through one call on ``cat([x_q, x_k])`` (:mod:`moco.core.method`).
 
     Args:
         encoder: the encoder (backbone with its head as ``fc``).
@@ -33,10 +31,23 @@ class EndToEnd(ContrastiveMethod):
             a key's BN group is not made of its query's images.
     """
 
+    name = "end_to_end"
+    negatives = "batch"
+    reads_shuffle = True
+
+    @classmethod
+    def from_options(
+        cls, encoder: nn.Module, opts: MethodOptions, num_images: int, bn_splits: int
+    ) -> EndToEnd:
+        return cls(encoder, opts.temperature, opts.shuffle_keys)
+
+    @staticmethod
+    def views_in_one_call(opts: MethodOptions) -> bool:
+        return True
+
     def __init__(self, encoder: nn.Module, temperature: float, shuffle_keys: bool = True) -> None:
         super().__init__()
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+        check_temperature(temperature)
         self.temperature = temperature
         self.shuffle_keys = shuffle_keys
         self.encoder_q = encoder

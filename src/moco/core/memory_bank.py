@@ -11,7 +11,13 @@ from torch import nn
 
 from moco import dist
 from moco.core.losses import info_nce
-from moco.core.method import ContrastiveMethod, StepOutput
+from moco.core.method import (
+    ContrastiveMethod,
+    MethodOptions,
+    StepOutput,
+    check_temperature,
+    check_unit,
+)
 
 __all__ = ["MemoryBank"]
 
@@ -34,6 +40,16 @@ class MemoryBank(ContrastiveMethod):
     """
 
     bank: torch.Tensor
+    name = "memory_bank"
+    negatives = "bank"
+
+    @classmethod
+    def from_options(
+        cls, encoder: nn.Module, opts: MethodOptions, num_images: int, bn_splits: int
+    ) -> MemoryBank:
+        return cls(
+            encoder, opts.dim, num_images, opts.queue_size, opts.temperature, opts.bank_momentum
+        )
 
     def __init__(
         self,
@@ -45,10 +61,8 @@ class MemoryBank(ContrastiveMethod):
         bank_momentum: float = 0.5,
     ) -> None:
         super().__init__()
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        if not 0.0 <= bank_momentum <= 1.0:
-            raise ValueError(f"bank_momentum must be in [0, 1], got {bank_momentum}")
+        check_temperature(temperature)
+        check_unit("bank_momentum", bank_momentum)
         if dim <= 0 or num_images <= 0 or num_negatives <= 0:
             raise ValueError(
                 "memory bank needs dim, num_images and num_negatives > 0; got "

@@ -17,19 +17,31 @@ per-method code:
   checkpoint keys are ``encoder_q.*`` as in the official MoCo code.
 - ``online_names`` are the sub-modules that receive gradients. When distributed the
   engine wraps each in its own DDP (disjoint parameters) and passes the wrappers as
-  ``online={name: wrapper}``; a method calls each of them at most once per forward (a
-  DDP module may not run twice before backward), so methods with several views through
-  the same network concatenate them.
+  ``online={name: wrapper}``; ``key_names`` are the momentum copies (outside DDP).
+- **Both views in one call.** A DDP module may run only once before backward, so a
+  method that sends both views through the same trained network concatenates them
+  (``cat([x_q, x_k])``) and says so with :meth:`ContrastiveMethod.views_in_one_call`.
+  The engine then gives that network's BN twice the groups of one view, so each view
+  is normalised in its own groups exactly as two separate calls would normalise it.
+  (This is said here once; the methods refer to it.)
 - Nothing else is trainable: the optimiser takes the parameters with ``requires_grad``.
+
+Each method also describes itself to the engine and the sweeps through class
+attributes (``name``, ``negatives``, ``key_names``, ``reads_shuffle``, ``head``) and
+builds itself from a config's model section with :meth:`ContrastiveMethod.from_options`
+(:class:`MethodOptions` names the fields it may read; ``core`` never imports the config).
+:mod:`moco.core.registry` maps names to methods.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import NamedTuple
+from typing import ClassVar, Literal, NamedTuple, Protocol
 
 import torch
 from torch import nn
+
+from moco.errors import ConfigError
 
 
 class StepOutput(NamedTuple):
@@ -39,11 +51,47 @@ class StepOutput(NamedTuple):
     k: torch.Tensor  # (M, C) normalised keys without gradient (MoCo enqueues them)
 
 
+class MethodOptions(Protocol):
+    """The fields of a config's ``model`` section a method may read when it builds
+    itself (``moco.config.ModelConfig`` has them all)."""
+
+    dim: int
+    queue_size: int
+    momentum: float
+    temperature: float
+    shuffle_keys: bool
+    symmetric: bool
+    bank_momentum: float
+    hidden_dim: int
+
+
+Negatives = Literal["queue", "batch", "bank"]
+
+
 class ContrastiveMethod(nn.Module):
     """Defaults for methods without a key encoder or stored state."""
 
+    name: ClassVar[str]  # the model.method value that selects it
+    negatives: ClassVar[Negatives]  # where K comes from: a queue, the batch, a bank
+    key_names: ClassVar[tuple[str, ...]] = ()  # momentum encoders (no gradient, no DDP)
+    reads_shuffle: ClassVar[bool] = False  # whether model.shuffle_keys changes anything
+    head: ClassVar[Literal["projection", "bn_mlp"]] = "projection"  # layers.heads builder
     online_names: tuple[str, ...] = ("encoder_q",)
     encoder_q: nn.Module
+
+    @classmethod
+    def from_options(
+        cls, encoder: nn.Module, opts: MethodOptions, num_images: int, bn_splits: int
+    ) -> ContrastiveMethod:
+        """The method around ``encoder`` (its head already in place as ``fc``).
+        ``num_images`` sizes per-image state (the memory bank); ``bn_splits`` is the BN
+        groups of heads the method adds itself (MoCo v3's predictor)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def views_in_one_call(opts: MethodOptions) -> bool:
+        """Whether both views go through the trained network in one call (contract above)."""
+        return False
 
     def online(self, name: str, online: Mapping[str, nn.Module] | None) -> nn.Module:
         """Sub-module ``name``, or its DDP wrapper when the engine passed one."""
@@ -60,3 +108,14 @@ class ContrastiveMethod(nn.Module):
     @torch.no_grad()
     def after_step(self, out: StepOutput, index: torch.Tensor | None = None) -> None:
         """State that changes once the step is taken (queue, bank). No-op here."""
+
+
+def check_temperature(temperature: float) -> None:
+    if not temperature > 0:
+        raise ConfigError(f"temperature must be > 0, got {temperature}")
+
+
+def check_unit(name: str, value: float) -> None:
+    """A momentum-like coefficient: ``value`` in [0, 1]."""
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{name} must be in [0, 1], got {value}")

@@ -11,7 +11,13 @@ from torch import nn
 
 from moco import dist
 from moco.core.losses import info_nce
-from moco.core.method import ContrastiveMethod, StepOutput
+from moco.core.method import (
+    ContrastiveMethod,
+    MethodOptions,
+    StepOutput,
+    check_temperature,
+    check_unit,
+)
 from moco.core.momentum import momentum_update
 from moco.core.queue import enqueue_, init_queue
 from moco.core.shuffle_bn import batch_shuffle, batch_unshuffle
@@ -37,11 +43,14 @@ class MoCo(ContrastiveMethod):
             breaks the BN leak when the key encoder's BN sees groups (bn_splits > 1 on one
             device, or one group per process when distributed).
         symmetric: the official CIFAR demo's symmetric loss, ctr(q1, k2) + ctr(q2, k1)
-            against the same queue, both views' keys enqueued (2N per step). Both views
-            go through the query encoder in one call (DDP allows one per step), so give
-            its BN twice the groups: each view is then normalised in its own groups, as
-            two calls would.
+            against the same queue, both views' keys enqueued (2N per step); both views
+            then go through the query encoder in one call (:mod:`moco.core.method`).
     """
+
+    name = "moco"
+    negatives = "queue"
+    key_names = ("encoder_k",)
+    reads_shuffle = True
 
     queue: torch.Tensor
     queue_ptr: torch.Tensor
@@ -57,10 +66,8 @@ class MoCo(ContrastiveMethod):
         symmetric: bool = False,
     ) -> None:
         super().__init__()
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        if not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"momentum must be in [0, 1], got {momentum}")
+        check_temperature(temperature)
+        check_unit("momentum", momentum)
         self.momentum = momentum
         self.temperature = temperature
         self.shuffle_keys = shuffle_keys
@@ -71,6 +78,24 @@ class MoCo(ContrastiveMethod):
             p.requires_grad_(False)
         self.register_buffer("queue", init_queue(dim, queue_size))
         self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))
+
+    @classmethod
+    def from_options(
+        cls, encoder: nn.Module, opts: MethodOptions, num_images: int, bn_splits: int
+    ) -> MoCo:
+        return cls(
+            encoder,
+            opts.dim,
+            opts.queue_size,
+            opts.momentum,
+            opts.temperature,
+            opts.shuffle_keys,
+            opts.symmetric,
+        )
+
+    @staticmethod
+    def views_in_one_call(opts: MethodOptions) -> bool:
+        return opts.symmetric
 
     @property
     def queue_size(self) -> int:

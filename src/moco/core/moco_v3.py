@@ -12,8 +12,16 @@ from torch import nn
 
 from moco import dist
 from moco.core.losses import batch_contrastive
-from moco.core.method import ContrastiveMethod, StepOutput
+from moco.core.method import (
+    ContrastiveMethod,
+    MethodOptions,
+    StepOutput,
+    check_temperature,
+    check_unit,
+)
 from moco.core.momentum import momentum_update
+from moco.encoders.base import as_encoder
+from moco.layers.heads import build_mlp
 
 __all__ = ["MoCoV3"]
 
@@ -32,22 +40,37 @@ class MoCoV3(ContrastiveMethod):
             the paper; the schedule is the engine's).
         temperature: tau (1.0 R50, 0.2 ViT).
 
-    Both views go through each network in one call on ``cat([x_q, x_k])`` (DDP allows
-    one call per step); the engine gives BN twice the groups of one view (BN1d of the
-    MLPs included), so each view is normalised in its own groups as the official code's
-    two calls would.
+    Both views go through each network in one call on ``cat([x_q, x_k])``
+    (:mod:`moco.core.method`; the MLPs' BN1d included), as the official code's two calls.
     """
 
     online_names = ("encoder_q", "predictor")
+    name = "moco_v3"
+    negatives = "batch"
+    key_names = ("encoder_k",)
+    head = "bn_mlp"
+
+    @classmethod
+    def from_options(
+        cls, encoder: nn.Module, opts: MethodOptions, num_images: int, bn_splits: int
+    ) -> MoCoV3:
+        """The predictor: 2 layers, the last without BN (MoCo v3 Sec. 4, ``_build_mlp``);
+        the projector is ``encoder.fc``, built by the caller (its depth depends on the
+        backbone)."""
+        hidden = opts.hidden_dim or as_encoder(encoder).feature_dim
+        predictor = build_mlp(opts.dim, hidden, opts.dim, 2, last_bn=False, bn_splits=bn_splits)
+        return cls(encoder, predictor, opts.momentum, opts.temperature)
+
+    @staticmethod
+    def views_in_one_call(opts: MethodOptions) -> bool:
+        return True
 
     def __init__(
         self, encoder: nn.Module, predictor: nn.Module, momentum: float, temperature: float
     ) -> None:
         super().__init__()
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        if not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"momentum must be in [0, 1], got {momentum}")
+        check_temperature(temperature)
+        check_unit("momentum", momentum)
         self.momentum = momentum
         self.temperature = temperature
         self.encoder_q = encoder

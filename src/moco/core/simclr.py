@@ -11,7 +11,7 @@ from torch import nn
 
 from moco import dist
 from moco.core.losses import nt_xent
-from moco.core.method import ContrastiveMethod, StepOutput
+from moco.core.method import ContrastiveMethod, MethodOptions, StepOutput, check_temperature
 
 __all__ = ["SimCLR"]
 
@@ -19,20 +19,31 @@ __all__ = ["SimCLR"]
 class SimCLR(ContrastiveMethod):
     """SimCLR's objective around ``encoder_q`` (its ``fc`` is the projection head g).
 
-    Both views go through one call on ``cat([x_q, x_k])``, as in SimCLR's own code; the
-    engine gives the encoder's BN twice the groups of one view, so each view is
-    normalised in its own groups exactly as two calls would (SimCLR itself uses global
-    BN over the concatenated views; a single group per view is the closest split form).
+    Both views go through one call on ``cat([x_q, x_k])``, as in SimCLR's own code
+    (:mod:`moco.core.method`; SimCLR itself uses global BN over the concatenated views;
+    a single group per view is the closest split form).
 
     Args:
         encoder: backbone with its projection head as ``fc``.
         temperature: tau of NT-Xent (0.1 ImageNet, 0.5 CIFAR in the paper).
     """
 
+    name = "simclr"
+    negatives = "batch"
+
+    @classmethod
+    def from_options(
+        cls, encoder: nn.Module, opts: MethodOptions, num_images: int, bn_splits: int
+    ) -> SimCLR:
+        return cls(encoder, opts.temperature)
+
+    @staticmethod
+    def views_in_one_call(opts: MethodOptions) -> bool:
+        return True
+
     def __init__(self, encoder: nn.Module, temperature: float) -> None:
         super().__init__()
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+        check_temperature(temperature)
         self.temperature = temperature
         self.encoder_q = encoder
 

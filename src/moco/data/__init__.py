@@ -1,5 +1,10 @@
 """Data sources (bundled default, IDX, CIFAR-10/100, STL-10, image folders and file lists)
-and the in-memory batch loader."""
+and the in-memory batch loader.
+
+Pre-training reads data through one interface, :mod:`moco.data.interface`
+(``open_data`` -> ``PretrainData``), in memory or streamed from files; it is not imported
+here, so that reading a source does not load the streaming machinery.
+"""
 
 from moco.data.decode import UnreadableImageWarning, decode_image, read_image
 from moco.data.idx import IDXFormatError, read_idx

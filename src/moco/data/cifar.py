@@ -35,7 +35,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from moco.data.sources import DataSourceError, ImageSplits
+from moco.data.splits import ImageSplits
+from moco.errors import DataSourceError
 
 SIDE = 32
 ROW = 3 * SIDE * SIDE  # 3072 bytes: the R, G and B planes of one image

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
-from moco.data.sources import DataSourceError
+from moco.errors import DataSourceError
 
 CHUNK = 1 << 20  # bytes per read: small enough for a smooth bar, large enough to be cheap
 DEFAULT_TIMEOUT = 10.0  # seconds to connect (and per read): offline fails at once, not in minutes

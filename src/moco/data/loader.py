@@ -1,4 +1,4 @@
-"""Batches of an in-memory uint8 image tensor, reshuffled each epoch from a seed."""
+"""Batches of an in-memory uint8 image tensor, in the order of :mod:`moco.data.sampling`."""
 
 from __future__ import annotations
 
@@ -6,24 +6,18 @@ from collections.abc import Iterator
 
 import torch
 
-from moco import dist
+from moco.data.sampling import GlobalBatches
 
 
 class InMemoryLoader:
     """Yields (images uint8 (b, C, H, W), labels (b,), indices (b,)) on ``device``.
 
-    The order of epoch e is ``randperm`` from a generator seeded with (seed, e), so an
-    epoch's batches do not depend on what ran before it: a resumed run sees the same
-    batches. ``drop_last`` keeps every step the same size (MoCo's queue and split BN
-    want fixed batches); the at most ``batch_size - 1`` images left out change each epoch.
-
-    Distributed sampling: ``batch_size`` is the global batch B. Every rank draws the same
-    epoch order, cuts it into global batches, and takes the ``rank``-th of
-    ``num_replicas`` equal contiguous slices of each (b = B / num_replicas images). So
-    each image is seen at most once per epoch across all ranks, the ``drop_last`` rule
-    applies to the global batch (the same images are left out on every rank), and the
-    ranks together see exactly the batches of a one-process run with the same seed.
-    ``num_replicas`` / ``rank`` default to the current process group's.
+    The batches are :mod:`moco.data.sampling`'s: epoch e's order is a seeded ``randperm``
+    that does not depend on what ran before it (a resumed run sees the same batches), cut
+    into global batches of ``batch_size`` (B) with ``drop_last`` (MoCo's queue and split
+    BN want fixed batches; the at most B - 1 images left out change each epoch), of which
+    rank r takes the r-th of ``num_replicas`` equal contiguous slices (b = B /
+    num_replicas). ``num_replicas`` / ``rank`` default to the current process group's.
     """
 
     def __init__(
@@ -38,42 +32,35 @@ class InMemoryLoader:
         num_replicas: int | None = None,
         rank: int | None = None,
     ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.num_replicas = dist.world_size() if num_replicas is None else num_replicas
-        self.rank = dist.rank() if rank is None else rank
-        if batch_size % self.num_replicas != 0:
-            raise ValueError(
-                f"global batch_size {batch_size} is not divisible by {self.num_replicas} processes"
-            )
-        if drop_last is False and self.num_replicas > 1:
-            raise ValueError("distributed sampling needs drop_last=True (equal slices per rank)")
-        if drop_last and batch_size > len(images):
-            raise ValueError(f"batch_size {batch_size} is larger than the dataset ({len(images)})")
         self.images = images.to(device)
         self.labels = labels.to(device)
-        self.batch_size = batch_size
-        self.seed = seed
-        self.shuffle = shuffle
-        self.drop_last = drop_last
-        self.epoch = 0
+        self.batches = GlobalBatches(
+            len(images), batch_size, seed, num_replicas, rank, shuffle, drop_last,
+            self.images.device,
+        )  # fmt: skip
+
+    @property
+    def epoch(self) -> int:
+        return self.batches.epoch
+
+    @property
+    def batch_size(self) -> int:
+        return self.batches.batch_size
+
+    @property
+    def num_replicas(self) -> int:
+        return self.batches.num_replicas
+
+    @property
+    def rank(self) -> int:
+        return self.batches.rank
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        self.batches.set_epoch(epoch)
 
     def __len__(self) -> int:
-        n = len(self.images)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        return len(self.batches)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        n = len(self.images)
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-            order = torch.randperm(n, generator=g).to(self.images.device)
-        else:
-            order = torch.arange(n, device=self.images.device)
-        local = self.batch_size // self.num_replicas
-        for i in range(len(self)):
-            start = i * self.batch_size + self.rank * local
-            idx = order[start : start + local]
+        for idx in self.batches:
             yield self.images[idx], self.labels[idx], idx

@@ -14,99 +14,46 @@ run batched on the device). A source is named by a string (``data.source``):
   (any tree of images, unlabelled: labels -1) and ``filelist:FILE`` (one path and
   optional label per line): image files (:mod:`moco.data.folder`), decoded and resized
   to ``load_size`` x ``load_size`` when loaded.
+
+This module only dispatches: it names the kinds and reads IDX itself; the other formats
+have their readers, which build :class:`~moco.data.splits.ImageSplits` (the type, the
+held-out rules and the constants live in that leaf, re-exported here).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from moco.data.cifar import load_cifar
+from moco.data.folder import load_files
 from moco.data.idx import read_idx
+from moco.data.splits import (
+    BUNDLED,
+    FASHION_MNIST_CLASSES,
+    FILE_KINDS,
+    KINDS,
+    ImageSplits,
+    stratified_split,
+)
+from moco.data.stl10 import load_stl10
 from moco.errors import DataSourceError
 
-BUNDLED = "bundled"
-KINDS = (
-    "idx",
-    "cifar10",
-    "cifar100",
-    "stl10",
-    "folder",
-    "images",
-    "filelist",
-)  # the KIND of a "KIND:PATH" source
-FASHION_MNIST_CLASSES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-)  # fmt: skip
-
-
-@dataclass
-class ImageSplits:
-    name: str
-    train_images: torch.Tensor  # uint8 (N, C, H, W)
-    train_labels: torch.Tensor  # int64 (N,)
-    test_images: torch.Tensor  # uint8 (M, C, H, W), held out from pre-training
-    test_labels: torch.Tensor  # int64 (M,)
-    held_out: str  # how the held-out split was made: "test split" or "10% of train, seed 0"
-    classes: tuple[str, ...] | None = None  # class names by label, where the source has them
-    # uint8 (U, C, H, W) images without labels (STL-10's 100k): pre-training only, never
-    # in the kNN memory or the linear probe, which use the labelled train split
-    unlabelled_images: torch.Tensor | None = None
-
-    def __post_init__(self) -> None:
-        u = self.unlabelled_images
-        if u is not None and (u.dtype != torch.uint8 or u.shape[1:] != self.train_images.shape[1:]):
-            raise DataSourceError(
-                f"{self.name}: unlabelled images {u.dtype} {tuple(u.shape)} do not match the "
-                f"training images {self.train_images.dtype} {tuple(self.train_images.shape)}"
-            )
-
-    @property
-    def channels(self) -> int:
-        return int(self.train_images.shape[1])
-
-    @property
-    def image_size(self) -> int:
-        return int(self.train_images.shape[-1])
-
-    @property
-    def num_classes(self) -> int:
-        return int(self.train_labels.max().item()) + 1
-
-    @property
-    def num_pretrain_images(self) -> int:
-        """``len(pretrain_images)``, without building it."""
-        u = self.unlabelled_images
-        return len(self.train_images) + (0 if u is None else len(u))
-
-    @property
-    def pretrain_images(self) -> torch.Tensor:
-        """uint8 (N + U, C, H, W): what pre-training sees, the training images followed by
-        the unlabelled ones. A new tensor (a copy) when there are unlabelled images, so
-        take it once; without them, ``train_images`` itself."""
-        u = self.unlabelled_images
-        return self.train_images if u is None else torch.cat([self.train_images, u])
-
-    @property
-    def pretrain_labels(self) -> torch.Tensor:
-        """int64 (N + U,), aligned with ``pretrain_images``: ``train_labels`` then -1 for
-        every unlabelled image (pre-training never reads them; -1 can never pass for a
-        class)."""
-        u = self.unlabelled_images
-        if u is None:
-            return self.train_labels
-        return torch.cat([self.train_labels, self.train_labels.new_full((len(u),), -1)])
-
-    def mean_std(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        """Per-channel mean and std of the training images in [0, 1], for normalisation."""
-        x = self.train_images.float().div(255.0)
-        return tuple(x.mean(dim=(0, 2, 3)).tolist()), tuple(x.std(dim=(0, 2, 3)).tolist())
+__all__ = [  # ImageSplits, stratified_split and the constants are re-exported from splits
+    "BUNDLED",
+    "FASHION_MNIST_CLASSES",
+    "KINDS",
+    "DataSourceError",
+    "ImageSplits",
+    "load_source",
+    "parse_source",
+    "stratified_split",
+]
 
 
 def load_source(
@@ -130,9 +77,7 @@ def load_source(
             data = _load_idx_dir(Path(path), "bundled Fashion-MNIST subset", holdout_fraction, seed)
         return dataclasses.replace(data, classes=FASHION_MNIST_CLASSES)
     kind, path = parse_source(spec)
-    if kind in ("folder", "images", "filelist"):
-        from moco.data.folder import load_files
-
+    if kind in FILE_KINDS:
         return load_files(kind, path, load_size, holdout_fraction, seed)[0]
     if not path.exists():
         what = "data directory" if kind == "idx" else f"{kind} data source"
@@ -141,13 +86,8 @@ def load_source(
         if not path.is_dir():
             raise DataSourceError(f"data source {str(path)!r} is not a directory of IDX files")
         return _load_idx_dir(path, str(path), holdout_fraction, seed)
-    # The format readers build ImageSplits (defined here), so they are imported on use.
     if kind in ("cifar10", "cifar100"):
-        from moco.data.cifar import load_cifar
-
         return load_cifar(path, kind)
-    from moco.data.stl10 import load_stl10
-
     return load_stl10(path)
 
 
@@ -220,20 +160,3 @@ def _load_idx_dir(root: Path, name: str, holdout_fraction: float, seed: int) -> 
         train_labels[held],
         f"{holdout_fraction:.0%} of train, stratified, seed {seed}",
     )
-
-
-def stratified_split(
-    labels: torch.Tensor, fraction: float, seed: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Indices (keep, held) with ``fraction`` of every class held out, drawn with ``seed``."""
-    if not 0.0 < fraction < 1.0:
-        raise DataSourceError(f"holdout fraction must be in (0, 1), got {fraction}")
-    g = torch.Generator().manual_seed(seed)
-    keep, held = [], []
-    for c in torch.unique(labels).tolist():
-        idx = torch.nonzero(labels == c).flatten()
-        idx = idx[torch.randperm(len(idx), generator=g)]
-        n_held = max(1, round(fraction * len(idx)))
-        held.append(idx[:n_held])
-        keep.append(idx[n_held:])
-    return torch.sort(torch.cat(keep)).values, torch.sort(torch.cat(held)).values

@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from moco.data.sources import DataSourceError, ImageSplits
+from moco.data.splits import ImageSplits
+from moco.errors import DataSourceError
 
 FOLDER = "stl10_binary"
 SIDE = 96

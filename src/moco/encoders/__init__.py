@@ -1,14 +1,4 @@
-"""Backbones: torchvision-named ResNets, and timm ViTs (when timm is installed)."""
-
-from moco.encoders.resnet import ARCHS, ResNet, build_encoder, build_resnet
-from moco.encoders.vit import VIT_ARCHS, ViTEncoder, build_vit
-
-__all__ = [
-    "ARCHS",
-    "VIT_ARCHS",
-    "ResNet",
-    "ViTEncoder",
-    "build_encoder",
-    "build_resnet",
-    "build_vit",
-]
+"""Backbones: torchvision-named ResNets (:mod:`moco.encoders.resnet`), timm ViTs
+(:mod:`moco.encoders.vit`, when timm is installed), and the :class:`~moco.encoders.base.Encoder`
+protocol they share. Import from the modules: this face loads nothing, so the method
+core can use the protocol without loading torchvision."""

@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from moco.errors import ConfigError
+
 OPTIMIZERS = ("sgd", "lars", "adamw")
 
 
@@ -46,13 +48,13 @@ class LARS(torch.optim.Optimizer):
         lars_exclude: bool = False,
     ) -> None:
         if lr < 0:
-            raise ValueError(f"lr must be >= 0, got {lr}")
+            raise ConfigError(f"lr must be >= 0, got {lr}")
         if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+            raise ConfigError(f"momentum must be in [0, 1), got {momentum}")
         if weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+            raise ConfigError(f"weight_decay must be >= 0, got {weight_decay}")
         if eta <= 0:
-            raise ValueError(f"eta (trust coefficient) must be > 0, got {eta}")
+            raise ConfigError(f"eta (trust coefficient) must be > 0, got {eta}")
         defaults = {
             "lr": lr,
             "momentum": momentum,
@@ -130,8 +132,8 @@ def build_optimizer(
             if name == "lars":
                 groups[-1]["lars_exclude"] = True
         if not groups:
-            raise ValueError("build_optimizer got no parameters with requires_grad=True")
+            raise ConfigError("build_optimizer got no parameters with requires_grad=True")
         if name == "adamw":
             return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
         return LARS(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    raise ValueError(f"unknown optimizer {name!r}; allowed: {', '.join(OPTIMIZERS)}")
+    raise ConfigError(f"unknown optimizer {name!r}; allowed: {', '.join(OPTIMIZERS)}")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from moco.errors import ConfigError
+
 
 def lr_at(
     step: int,
@@ -28,7 +30,7 @@ def lr_at(
     elif schedule == "cosine":
         lr = base_lr * 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
     else:
-        raise ValueError(f"unknown schedule {schedule!r}; choose step or cosine")
+        raise ConfigError(f"unknown schedule {schedule!r}; choose step or cosine")
     if warmup_steps > 0 and step < warmup_steps:
         lr *= (step + 1) / warmup_steps
     return lr
@@ -46,4 +48,4 @@ def momentum_at(step: int, base_m: float, total_steps: int, schedule: str) -> fl
     if schedule == "cosine":
         t = min(step, total_steps) / max(total_steps, 1)
         return 1.0 - (1.0 - base_m) * (math.cos(math.pi * t) + 1.0) / 2.0
-    raise ValueError(f"unknown momentum schedule {schedule!r}; choose constant or cosine")
+    raise ConfigError(f"unknown momentum schedule {schedule!r}; choose constant or cosine")

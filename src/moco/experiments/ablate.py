@@ -31,9 +31,11 @@ from typing import Any
 from tqdm import tqdm
 
 from moco import dist
-from moco.config.schema import Config, ConfigError, Method, from_yaml, load_config
-from moco.engine import train as train_mod
+from moco.config.schema import Config, ConfigError, from_yaml, load_config
+from moco.engine.build import method_of
 from moco.engine.metrics import read_metrics
+from moco.errors import NonFiniteLossError, OutputExistsError
+from moco.runs import train as runs_train
 
 # axis -> the config key it sets ("" for the preset axis: the value is a preset name)
 AXES: dict[str, str] = {
@@ -53,9 +55,6 @@ RECORD = "ablate.json"  # written into each run directory by the sweep: wall tim
 _FREE_KEYS = {"run.out_dir", "run.name", "run.progress"}
 # methods that take their negatives from the batch; K is the batch size for them (the
 # paper's convention for end-to-end, Fig. 3)
-_IN_BATCH = (Method.end_to_end, Method.simclr, Method.moco_v3)
-_KEY_ENCODER = (Method.moco, Method.moco_v3)  # methods with a momentum key encoder (m)
-_SHUFFLE = (Method.moco, Method.end_to_end)  # methods that read model.shuffle_keys (build.py)
 
 
 @dataclass(frozen=True)
@@ -127,16 +126,16 @@ def default_values(axis: str, base: Config) -> list[str]:
         return list(SHUFFLE)
     if axis == "preset":
         return list(PRESETS)
-    raise ValueError(f"unknown ablation axis {axis!r}; allowed: {', '.join(AXES)}")
+    raise ConfigError(f"unknown ablation axis {axis!r}; allowed: {', '.join(AXES)}")
 
 
 def negatives(cfg: Config) -> tuple[int, str]:
     """K of a run and where its negatives come from. In-batch methods: the batch size,
     the paper's convention for end-to-end (per query, N - 1 keys; 2N - 2 for SimCLR)."""
-    m = cfg.model.method
-    if m in _IN_BATCH:
+    method = method_of(cfg)
+    if method.negatives == "batch":
         return cfg.optim.batch_size, "batch"
-    return cfg.model.queue_size, "bank" if m == Method.memory_bank else "queue"
+    return cfg.model.queue_size, method.negatives
 
 
 def _label(axis: str, value: str) -> str:
@@ -154,17 +153,17 @@ def plan_sweep(
 ) -> list[PlannedRun]:
     """Every run's config, built (and checked) before anything trains."""
     if axis not in AXES:
-        raise ValueError(f"unknown ablation axis {axis!r}; allowed: {', '.join(AXES)}")
+        raise ConfigError(f"unknown ablation axis {axis!r}; allowed: {', '.join(AXES)}")
     if axis == "preset" and preset is not None:
-        raise ValueError("the preset axis takes its presets as values (--values), not --preset")
+        raise ConfigError("the preset axis takes its presets as values (--values), not --preset")
     common = [*overrides, *([f"optim.epochs={epochs}"] if epochs is not None else [])]
     base = load_config(preset or "default", common)
     values = default_values(axis, base) if values is None else list(values)
     if not values:
-        raise ValueError("an ablation needs at least one value")
+        raise ConfigError("an ablation needs at least one value")
     labels = [_label(axis, v) for v in values]
     if len(set(labels)) != len(labels):
-        raise ValueError(f"the values {values} repeat (or name the same run directory)")
+        raise ConfigError(f"the values {values} repeat (or name the same run directory)")
     # mechanism at matched K (Fig. 3): end-to-end's K is the batch, so memory bank and
     # MoCo get K = batch too, unless the user chose a K (then theirs, for those two)
     user_k = any(o.split("=", 1)[0].strip() == "model.queue_size" for o in overrides)
@@ -236,7 +235,7 @@ def _check_same_config(run_dir: Path, plan: PlannedRun) -> None:
     )
     if diff:
         changes = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff)
-        raise ValueError(
+        raise ConfigError(
             f"{run_dir} holds a run with another config ({changes}); this sweep would mix "
             "two experiments. Choose another --name (or --out-dir) for the new sweep."
         )
@@ -275,17 +274,17 @@ def _train(run_dir: Path, plan: PlannedRun) -> None:
     if ckpt.is_file():
         record["resumed"] = True  # half-finished: continue from the last checkpoint
     elif run_dir.is_dir() and any(p.name != RECORD for p in run_dir.iterdir()):
-        raise FileExistsError(
+        raise OutputExistsError(
             f"{run_dir} holds an unfinished run without a checkpoint (it stopped before its "
             "first one); move it away and run the sweep again"
         )
     t0 = time.perf_counter()
     try:
         if record["resumed"]:
-            train_mod.resume(ckpt)
+            runs_train.resume(ckpt)
         else:
-            train_mod.pretrain(plan.cfg)
-    except train_mod.NonFiniteLossError as err:
+            runs_train.pretrain(plan.cfg)
+    except NonFiniteLossError as err:
         found = re.search(r"at step (\d+)", str(err))
         record["status"] = f"diverged at step {found.group(1)}" if found else "diverged"
         record["error"] = str(err)
@@ -319,8 +318,8 @@ def _row(run_dir: Path, plan: PlannedRun) -> AblationRow:
         method=cfg.model.method.value,
         k=k,
         k_source=source,
-        momentum=cfg.model.momentum if cfg.model.method in _KEY_ENCODER else None,
-        shuffle_keys=cfg.model.shuffle_keys if cfg.model.method in _SHUFFLE else None,
+        momentum=cfg.model.momentum if method_of(cfg).key_names else None,
+        shuffle_keys=cfg.model.shuffle_keys if method_of(cfg).reads_shuffle else None,
         epochs=int(result.get("epochs", cfg.optim.epochs)),
         knn_top1=result.get("knn_top1"),
         knn_top1_init=result.get("knn_top1_random_init"),

@@ -17,7 +17,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from moco.export.torchvision import ExportError, encoder_state
+from moco.errors import ExportError
+from moco.export.keys import check_keys
+from moco.export.official import backbone_shapes, infer_arch
+from moco.export.torchvision import encoder_state
 
 
 def rename(key: str) -> str:
@@ -29,8 +32,14 @@ def rename(key: str) -> str:
 
 
 def to_detectron2(state_dict: dict[str, torch.Tensor]) -> dict[str, Any]:
-    """The detectron2 checkpoint dict for a MoCo checkpoint's query-encoder backbone."""
+    """The detectron2 checkpoint dict for a MoCo checkpoint's query-encoder backbone.
+
+    Its keys and shapes are first checked against the ResNet the checkpoint claims to be:
+    the arch its blocks show, at the stem, input channels and width of its ``conv1``.
+    """
     backbone = encoder_state(state_dict)
+    arch = infer_arch(state_dict)
+    check_keys(backbone, backbone_shapes(state_dict, arch), f"the {arch} its blocks describe")
     model = {rename(k): v.detach().cpu().numpy() for k, v in backbone.items()}
     if len(model) != len(backbone):
         raise ExportError("two keys map to the same detectron2 name")

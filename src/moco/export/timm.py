@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import torch
 
-from moco.export.torchvision import ExportError, encoder_state
+from moco.errors import ExportError
+from moco.export.keys import check_keys
+from moco.export.torchvision import SHAPE_HINT, encoder_state
 
 
 def to_timm(
@@ -25,19 +27,7 @@ def to_timm(
     reference = timm.create_model(arch, pretrained=False, num_classes=num_classes).state_dict()
     backbone = encoder_state(state_dict)
     expected = {k: v for k, v in reference.items() if not k.startswith("fc.")}
-    if set(backbone) != set(expected):
-        missing, extra = (
-            sorted(set(expected) - set(backbone)),
-            sorted(set(backbone) - set(expected)),
-        )
-        raise ExportError(
-            f"key sets differ from timm {arch}: missing {missing[:5]}, unexpected {extra[:5]}"
-        )
-    wrong = [k for k, v in expected.items() if backbone[k].shape != v.shape]
-    if wrong:
-        raise ExportError(
-            f"shapes differ from timm {arch} for {wrong[:3]} (stem, channels, width?)"
-        )
+    check_keys(backbone, {k: v.shape for k, v in expected.items()}, f"timm {arch}", SHAPE_HINT)
     out = {k: backbone[k].clone() for k in expected}
     out.update({k: v.clone() for k, v in reference.items() if k.startswith("fc.")})
     return out

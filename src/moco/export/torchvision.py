@@ -15,8 +15,10 @@ import torchvision
 from torch import nn
 
 from moco.errors import ExportError
+from moco.export.keys import check_keys
 
 ENCODER_PREFIXES = ("module.encoder_q.", "encoder_q.")
+SHAPE_HINT = "CIFAR stem, input channels or width?"  # what a torchvision ResNet cannot hold
 
 
 def query_encoder_state(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -55,23 +57,9 @@ def to_torchvision(
     backbone = encoder_state(state_dict)
     reference: nn.Module = getattr(torchvision.models, arch)(num_classes=num_classes)
     expected = {k: v for k, v in reference.state_dict().items() if not k.startswith("fc.")}
-    missing = sorted(set(expected) - set(backbone))
-    extra = sorted(set(backbone) - set(expected))
-    if missing or extra:
-        raise ExportError(
-            f"key sets differ from torchvision {arch}: "
-            f"missing {missing[:5]}, unexpected {extra[:5]}"
-        )
-    wrong = [
-        f"{k}: {tuple(backbone[k].shape)} vs {tuple(v.shape)}"
-        for k, v in expected.items()
-        if backbone[k].shape != v.shape
-    ]
-    if wrong:
-        raise ExportError(
-            f"shapes differ from torchvision {arch} (CIFAR stem, input channels or width?): "
-            + "; ".join(wrong[:3])
-        )
+    check_keys(
+        backbone, {k: v.shape for k, v in expected.items()}, f"torchvision {arch}", SHAPE_HINT
+    )
     out = {k: backbone[k].clone() for k in expected}
     if fc == "init":
         out["fc.weight"] = reference.state_dict()["fc.weight"].clone()

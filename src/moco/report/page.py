@@ -6,7 +6,6 @@ import base64
 import html
 import json
 from pathlib import Path
-from typing import cast
 
 import numpy as np
 import torch
@@ -14,11 +13,12 @@ import torch.nn.functional as F
 
 from moco.augment.views import build_eval_transform
 from moco.data.sources import FASHION_MNIST_CLASSES
-from moco.encoders.resnet import ResNet
+from moco.encoders.base import as_encoder
 from moco.engine.metrics import read_metrics
+from moco.errors import NotARunError
 from moco.eval.features import extract_features
 from moco.report import figures
-from moco.runs.load import load_for_eval
+from moco.runs.load import EvalSetup, load_for_eval
 
 
 def _results(run_dir: Path) -> list[dict[str, str]]:
@@ -74,14 +74,22 @@ def write_report(
     """Write ``RUN_DIR/report.html`` and ``RUN_DIR/report/*.png``; returns the page's path."""
     run_dir = Path(run_dir)
     if not (run_dir / "metrics.jsonl").exists():
-        raise FileNotFoundError(f"{run_dir} is not a run directory (no metrics.jsonl)")
+        raise NotARunError(f"{run_dir} is not a run directory (no metrics.jsonl)")
     out = run_dir / "report"
     out.mkdir(exist_ok=True)
-    records = read_metrics(run_dir)
-    figures.curves(records, out / "curves.png")
-
+    figures.curves(read_metrics(run_dir), out / "curves.png")
     s = load_for_eval(run_dir)
-    encoder = cast(ResNet, s.encoder.eval())
+    _feature_figures(s, out, max_points, queries, k, seed)
+    path = run_dir / "report.html"
+    path.write_text(_page(run_dir, s, out, k))
+    return path
+
+
+def _feature_figures(
+    s: EvalSetup, out: Path, max_points: int, queries: int, k: int, seed: int
+) -> None:
+    """tsne.png (held-out features by class) and retrieval.png (nearest training images)."""
+    encoder = as_encoder(s.encoder.eval())  # a ResNet or a ViT
     tf = build_eval_transform(s.size, s.mean, s.std, s.data.image_size)
     g = torch.Generator().manual_seed(seed)
     pick = torch.randperm(len(s.data.test_images), generator=g)[:max_points]
@@ -112,28 +120,31 @@ def write_report(
 
     sim = test[:queries] @ train.t()
     nn_idx = sim.topk(k, dim=1).indices
-
-    def pics(x: torch.Tensor) -> np.ndarray:
-        """uint8 (N, C, H, W) -> what imshow takes: (N, H, W) grey or (N, H, W, 3)."""
-        arr = x.numpy()
-        return arr[:, 0] if arr.shape[1] == 1 else arr.transpose(0, 2, 3, 1)
-
-    found = pics(s.data.train_images[nn_idx.flatten()])
+    found = _pics(s.data.train_images[nn_idx.flatten()])
     figures.retrieval_grid(
-        pics(s.data.test_images[pick[:queries]]),
+        _pics(s.data.test_images[pick[:queries]]),
         labels[:queries],
         found.reshape(queries, k, *found.shape[1:]),
         s.data.train_labels[nn_idx].numpy(),
         out / "retrieval.png",
     )
 
+
+def _pics(x: torch.Tensor) -> np.ndarray:
+    """uint8 (N, C, H, W) -> what imshow takes: (N, H, W) grey or (N, H, W, 3)."""
+    arr = x.numpy()
+    return arr[:, 0] if arr.shape[1] == 1 else arr.transpose(0, 2, 3, 1)
+
+
+def _page(run_dir: Path, s: EvalSetup, out: Path, k: int) -> str:
+    """The self-contained HTML page (figures embedded)."""
     cfg = (run_dir / "config.yaml").read_text()
     columns = ("result", "value", "settings", "data")
     rows = "".join(
         "<tr>" + "".join(f"<td>{html.escape(r[c])}</td>" for c in columns) + "</tr>"
         for r in _results(run_dir)
     )
-    page = f"""<!doctype html>
+    return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>moco report: {html.escape(run_dir.name)}</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1000px; color: #222; }}
@@ -156,6 +167,3 @@ similarity of pooled backbone features; green frame: same class as the query, re
 <h2>Config</h2><pre>{html.escape(cfg)}</pre>
 </body></html>
 """
-    path = run_dir / "report.html"
-    path.write_text(page)
-    return path

@@ -49,7 +49,7 @@ def test_truncated_idx_file_is_reported(tmp_path, capsys, tiny_idx):
     assert "cannot read IDX data" in capsys.readouterr().err
 
 
-def test_pretrain_then_knn_from_the_command_line(tmp_path, tiny_idx):
+def test_pretrain_then_knn_from_the_command_line(tmp_path, tiny_idx, capsys):
     out = tmp_path / "runs"
     cmd = [
         sys.executable,
@@ -94,6 +94,7 @@ def test_pretrain_then_knn_from_the_command_line(tmp_path, tiny_idx):
     assert np.load(tmp_path / "emb" / "test_labels.npy").shape == (64,)
     assert len((tmp_path / "emb" / "test_sources.txt").read_text().splitlines()) == 64
     assert main(["embed", str(out / "cli"), "--out", str(tmp_path / "emb")]) == 1  # not empty
+    assert "exists and is not empty" in capsys.readouterr().err
     assert main(["report", str(out / "cli"), "--points", "64"]) == 0
     page = (out / "cli" / "report.html").read_text()
     assert page.count('src="data:image/png;base64,') == 3  # curves, t-SNE, retrieval
@@ -102,7 +103,13 @@ def test_pretrain_then_knn_from_the_command_line(tmp_path, tiny_idx):
     assert f"{result['knn_top1']:.4f}" in page
     assert all((out / "cli" / "report" / f).stat().st_size > 5000
                for f in ("curves.png", "tsne.png", "retrieval.png"))  # fmt: skip
+
+
+def test_report_of_a_directory_that_is_no_run(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 1  # not a run directory
+    err = capsys.readouterr().err
+    assert err.startswith("moco report: error: ") and "not a run directory" in err
+    assert err.count("\n") == 1
 
 
 def test_export_torchvision_from_the_command_line(tmp_path, capsys):

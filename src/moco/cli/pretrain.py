@@ -1,0 +1,80 @@
+"""``moco pretrain``: pre-train an encoder, or continue a run from its checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+from moco.cli.dispatch import Subparsers
+from moco.errors import ConfigError
+
+if TYPE_CHECKING:
+    from moco.runs.train import PretrainResult
+
+
+def add_parser(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "pretrain",
+        help="pre-train an encoder with MoCo",
+        description="Pre-train an encoder with MoCo. Without arguments: the 'default' preset "
+        "on the bundled Fashion-MNIST subset. Overrides are key=value pairs of the config "
+        "(see a run's config.yaml for every key), e.g. optim.epochs=50 model.queue_size=8192.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--preset", default="default", help="recipe to start from (see `moco presets`)")
+    p.add_argument(
+        "--data",
+        help="data source (sets data.source): bundled, a directory of IDX files, "
+        "cifar10:PATH, cifar100:PATH, stl10:PATH, folder:DIR (a sub-folder per class), "
+        "images:DIR (unlabelled) or filelist:FILE",
+    )
+    p.add_argument("--out", help="directory that receives the run directory (sets run.out_dir)")
+    p.add_argument("--resume", metavar="CKPT", help="continue a run from its checkpoint or run dir")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.resume:
+        if args.data or args.out or args.preset != "default":
+            raise ConfigError(
+                "--resume continues a run with its saved config; drop --preset/--data/--out"
+            )
+        from moco.runs.train import resume
+
+        return _done(resume(args.resume, list(args.overrides)))
+    from moco.config import load_config, to_yaml
+
+    cfg = load_config(args.preset, _overrides(args))
+    if args.print_config:  # before the engine (and torch) is imported
+        print(to_yaml(cfg), end="")
+        return 0
+    from moco.runs.train import pretrain
+
+    return _done(pretrain(cfg))
+
+
+def _done(result: PretrainResult) -> int:
+    """The run's one line (from the main process only: every rank returns a result)."""
+    from moco import dist
+
+    if not dist.is_main():
+        return 0
+    init = "n/a" if result.knn_top1_init is None else f"{result.knn_top1_init:.4f}"
+    final = "n/a" if result.knn_top1 is None else f"{result.knn_top1:.4f}"
+    print(
+        f"done: {result.epochs} epochs, kNN top-1 {final} (random init {init}); "
+        f"run directory {result.run_dir}"
+    )
+    return 0
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    """The command line's overrides, then what --data and --out set."""
+    overrides = list(args.overrides)
+    if args.data:
+        overrides.append(f"data.source={args.data}")
+    if args.out:
+        overrides.append(f"run.out_dir={args.out}")
+    return overrides
