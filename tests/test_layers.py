@@ -247,14 +247,16 @@ def test_imports_point_down_the_layers():
 
 
 def test_import_moco_core_loads_the_method_alone():
-    """``import moco.core`` brings torch and the core, not the engine, data, configs or
-    the CLI, nor kornia (augment), omegaconf (config) or PIL (data)."""
+    """``import moco.core`` brings torch and the core (with the split-BN layers and the
+    encoders' protocol, whose package face loads nothing), not the engine, data, configs
+    or the CLI, nor kornia (augment), omegaconf (config), PIL (data) or torchvision."""
     code = "import sys, moco.core; print('\\n'.join(sorted(sys.modules)))"
     loaded = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.split()
     allowed_moco = ("moco.core", "moco.layers")
-    leaves = {"moco", "moco.dist", "moco.version", "moco.errors"}
+    leaves = {"moco", "moco.dist", "moco.version", "moco.errors", "moco.encoders",
+              "moco.encoders.base"}  # fmt: skip
     ours = [m for m in loaded if m == "moco" or m.startswith("moco.")]
     assert "moco.core" in ours  # the listing is real
     extra = [
@@ -262,5 +264,5 @@ def test_import_moco_core_loads_the_method_alone():
         for m in ours
         if m not in leaves and not any(m == p or m.startswith(p + ".") for p in allowed_moco)
     ]
-    third = [m for m in loaded if m.split(".")[0] in ("kornia", "omegaconf", "PIL")]
+    third = [m for m in loaded if m.split(".")[0] in ("kornia", "omegaconf", "PIL", "torchvision")]
     assert not extra and not third, f"import moco.core loaded {extra + third}"

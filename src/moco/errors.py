@@ -40,3 +40,12 @@ class OutputExistsError(MocoError, FileExistsError):
 
 class NotARunError(MocoError, FileNotFoundError):
     """A path that should be a run directory (or hold one) is not one."""
+
+
+class RunInterrupted(MocoError):
+    """A run stopped by a signal (SIGTERM from a scheduler, SIGINT) after saving a
+    checkpoint of the step it had reached; the message names the resume command."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum  # the shell's convention for death by a signal

@@ -74,13 +74,50 @@ def test_train_step_equals_algorithm_1(ptr0):
     assert model.queue_ptr.item() == ref_ptr
 
 
-def test_every_query_parameter_gets_a_gradient_and_split_bn_prevents_cheating_signal():
+def test_every_query_parameter_gets_a_gradient():
     model = _model()
     opt = torch.optim.SGD(model.encoder_q.parameters(), lr=0.01)
     out = train_step(model, opt, torch.randn(8, 1, 12, 12), torch.randn(8, 1, 12, 12))
     assert out.q.shape == (8, 16) and out.k.shape == (8, 16)
     assert torch.allclose(out.k.norm(dim=1), torch.ones(8), atol=1e-5)
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.encoder_q.parameters())
+
+
+def _pretext_accuracy(bn_splits: int, shuffle_keys: bool, steps: int = 450) -> float:
+    """Mean pretext accuracy of the last 50 of ``steps`` MoCo steps (batch 32, K 32: the
+    queue holds the previous batch's keys) on images whose two views share 2 bits only:
+    channel c of image i is a constant +-1 plus fresh noise in each view."""
+    torch.manual_seed(0)
+    enc = build_encoder("resnet18", 16, mlp=True, cifar_stem=True, in_chans=2, width=0.125,
+                        bn_splits=bn_splits)  # fmt: skip
+    model = MoCo(enc, dim=16, queue_size=32, momentum=0.99, temperature=0.2,
+                 shuffle_keys=shuffle_keys)  # fmt: skip
+    opt = torch.optim.SGD(model.encoder_q.parameters(), lr=0.06, momentum=0.9, weight_decay=5e-4)
+    g = torch.Generator().manual_seed(0)
+    correct = []
+    for _ in range(steps):
+        bits = torch.randint(0, 2, (32, 2, 1, 1), generator=g).float() * 2 - 1
+        x_q = bits + 0.2 * torch.randn(32, 2, 8, 8, generator=g)
+        x_k = bits + 0.2 * torch.randn(32, 2, 8, 8, generator=g)
+        correct.append(train_step(model, opt, x_q, x_k, generator=g).correct.float().mean())
+    return float(torch.stack(correct[-50:]).mean())
+
+
+@pytest.mark.slow
+def test_split_bn_with_shuffled_keys_prevents_cheating():
+    """Sec. 3.3: BN lets a sample see its batch-mates. A query and its key share 2 bits,
+    so honestly a query can only narrow its positive down to the ~K/4 queued keys with
+    the same bits. With one BN group and no shuffle, though, a query and its key are
+    normalised with the statistics of the same 32 images (e.g. how many +1s they hold),
+    which tell the current batch's key from the previous batch's queued ones: the
+    pretext accuracy climbs far above that bound. With 4 BN groups and shuffled keys
+    (one process's shuffling BN), a key is normalised among other images than its
+    query, and the accuracy stays near it. (Seeds 0-4 of this setup measured 0.59-0.71
+    against 0.19-0.24.)"""
+    cheating = _pretext_accuracy(bn_splits=1, shuffle_keys=False)
+    honest = _pretext_accuracy(bn_splits=4, shuffle_keys=True)
+    measured = f"pretext accuracy {cheating:.3f} without groups and shuffle, {honest:.3f} with"
+    assert honest < 0.35 and cheating > 2 * honest and cheating - honest > 0.25, measured
 
 
 def test_state_dict_uses_official_names():

@@ -168,7 +168,8 @@ def test_both_paths_score_the_same_images_alike(tmp_path):
                     "backbone", CPU, 0)
         for s in (False, True)
     ]  # fmt: skip
-    assert scores[0] == scores[1] and 0.0 <= scores[0] <= 1.0
+    # red against blue noise: even this random encoder is far above chance (1/2)
+    assert scores[0] == scores[1] and scores[0] > 0.8
 
 
 def test_a_split_with_no_readable_image_fails_clearly(tmp_path):

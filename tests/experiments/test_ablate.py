@@ -104,6 +104,8 @@ def test_shuffle_bn_sweep_from_the_command_line(tiny_idx, tmp_path, capsys):
         assert row["shuffle_keys"] is (value == "true")
         assert row["knn_top1"] == json.loads((run_dir / "result.json").read_text())["knn_top1"]
         assert 0.0 <= row["pretext_acc"] <= 1.0
+        last = [x for x in read_metrics(run_dir) if x["kind"] == "train"][-1]
+        assert row["pretext_acc"] == last["pretext_acc"] and row["loss"] == last["loss"]
     assert "| value | method | K | m | shuffle_keys | epochs | kNN top-1 (final)" in out
     assert "2 run(s) trained, 0 read back" in out and str(sweep / "table.md") in out
     assert (sweep / "ablate.png").is_file()

@@ -2,8 +2,10 @@
 
 A :class:`~moco.errors.MocoError` is a mistake the user can fix: one line on stderr,
 ``moco COMMAND: error: MESSAGE``, exit status 1. Any other exception is a bug and keeps
-its traceback. Ctrl-C exits 130 (the last checkpoint is intact). Under torchrun a rank
-that stops, for whatever reason, says which rank it is and why in one line, exit 1.
+its traceback. A run stopped by SIGTERM / SIGINT saves a checkpoint, says how to
+resume and exits 128 + the signal; a Ctrl-C anywhere else exits 130 (the last
+checkpoint is intact). Under torchrun a rank that stops, for whatever reason, says which
+rank it is and why in one line, exit 1.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import TypeAlias
 
-from moco.errors import MocoError
+from moco.errors import MocoError, RunInterrupted
 
 Handler: TypeAlias = Callable[[argparse.Namespace], int]
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -29,6 +31,11 @@ def run_handler(command: str, handler: Handler, args: argparse.Namespace) -> int
         return 130
     except Exception as err:
         dist = _loaded_dist()
+        if isinstance(err, RunInterrupted) and (dist is None or dist.is_main()):
+            print(f"moco {command}: {err}", file=sys.stderr, flush=True)
+            return err.exit_code
+        if isinstance(err, RunInterrupted):
+            return err.exit_code
         if dist is not None and dist.world_size() > 1:  # under torchrun: which rank, and why
             print(distributed_failure(command, err), file=sys.stderr, flush=True)
             return 1

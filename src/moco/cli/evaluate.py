@@ -1,16 +1,44 @@
 """``moco knn``, ``lincls``, ``finetune`` and ``embed``: evaluate a checkpoint's encoder.
 
 Each takes a checkpoint (ours or an official one) and the data to evaluate on; the
-work is in :mod:`moco.runs`, which returns a record that is saved next to the checkpoint.
+work is in :mod:`moco.runs`, which returns a record that is saved next to the checkpoint
+under a name that carries every setting given here (:mod:`moco.runs.records`).
+
+Numeric arguments are checked by argparse (``positive_int``, ``positive_float``): a bad
+value exits 2 with ``error: argument --k: must be a positive integer, got 0`` before
+anything is loaded; the library's protocol builders raise a ``ConfigError`` for the same.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 from typing import Any
 
 from moco.cli.dispatch import Subparsers
+
+
+def positive_int(text: str) -> int:
+    """argparse ``type=``: a whole number >= 1 (k, epochs, batch size)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse ``type=``: a finite number > 0 (a temperature, a learning rate)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
 
 
 def add_parsers(sub: Subparsers) -> None:
@@ -62,24 +90,26 @@ def _add_knn(sub: Subparsers) -> None:
         "query encoder: training split as memory, held-out split as queries. Writes a JSON "
         "result next to the checkpoint (or --out).",
         features=True,
-        out="result JSON path (default: <run dir>/knn-k<k>-*.json)",
+        out="result JSON path (default: <run dir>/knn-k<k>-t<t>-<features>-<epoch>.json)",
     )
-    p.add_argument("--k", type=int, default=200, help="neighbours (default 200)")
-    p.add_argument("--t", type=float, default=0.1, help="temperature of the vote weights (0.1)")
+    p.add_argument("--k", type=positive_int, default=200, help="neighbours (default 200)")
+    p.add_argument(
+        "--t", type=positive_float, default=0.1, help="temperature of the vote weights (0.1)"
+    )
     p.set_defaults(handler=run_knn)
 
 
 def run_knn(args: argparse.Namespace) -> int:
     from moco import dist
     from moco.runs.knn import knn_of_checkpoint
-    from moco.runs.records import save_record
+    from moco.runs.records import knn_kind, save_record
 
     r = knn_of_checkpoint(
         args.checkpoint, args.data, args.k, args.t, args.features, args.device, args.random_init
     )
     if not dist.is_main():
         return 0
-    out = save_record(r, f"knn-k{args.k}", args.out)
+    out = save_record(r, knn_kind(args.k, args.t, args.features, args.data), args.out)
     print(
         f"kNN top-1 {r['top1']:.4f}  (checkpoint {r['checkpoint']} epoch {r['epoch']}"
         f"{' random init' if args.random_init else ''}, data {r['data']}, held-out "
@@ -98,7 +128,7 @@ def _add_lincls(sub: Subparsers) -> None:
         "classifier on pooled features, SGD lr 30, wd 0, lr x0.1 at the milestones. The "
         "epoch is selected on a validation split carved from the training data; the test "
         "split is evaluated once. Writes a JSON result next to the checkpoint (or --out).",
-        out="result JSON path (default: <run dir>/lincls-*.json)",
+        out="result JSON path (default: <run dir>/lincls-<protocol>-e<epochs>-lr<lr>-*.json)",
     )
     p.add_argument(
         "--protocol",
@@ -106,20 +136,21 @@ def _add_lincls(sub: Subparsers) -> None:
         default="paper",
         help="paper: 100 epochs with crop+flip; small: 30 epochs on cached features",
     )
-    p.add_argument("--epochs", type=int, help="override the protocol's epochs")
-    p.add_argument("--lr", type=float, help="override the protocol's lr (30)")
+    p.add_argument("--epochs", type=positive_int, help="override the protocol's epochs")
+    p.add_argument("--lr", type=positive_float, help="override the protocol's lr (30)")
     p.set_defaults(handler=run_lincls)
 
 
 def run_lincls(args: argparse.Namespace) -> int:
     from moco import dist
-    from moco.runs.records import lincls_record, linear_protocol, save_record
+    from moco.runs.records import lincls_kind, lincls_record, linear_protocol, save_record
 
     protocol = linear_protocol(args.protocol, args.epochs, args.lr)
     record = lincls_record(args.checkpoint, protocol, args.data, args.device, args.random_init)
     if not dist.is_main():
         return 0
-    print(_protocol_line("linear", record, save_record(record, "lincls", args.out)))
+    kind = lincls_kind(args.protocol, protocol, args.data)
+    print(_protocol_line("linear", record, save_record(record, kind, args.out)))
     return 0
 
 
@@ -132,25 +163,26 @@ def _add_finetune(sub: Subparsers) -> None:
         "under torch.distributed) and the features entering the new classifier are "
         "normalised by a BN layer (--no-feature-norm turns it off). Crop+flip augmentation, "
         "cosine lr, epoch selected on a validation split; the test split is evaluated once.",
-        out="result JSON path (default: <run dir>/finetune-*.json)",
+        out="result JSON path (default: <run dir>/finetune-e<epochs>-lr<lr>-b<batch>-*.json)",
     )
-    p.add_argument("--epochs", type=int, help="epochs (default 20)")
-    p.add_argument("--lr", type=float, help="lr for a batch of 256 (default 0.05)")
-    p.add_argument("--batch-size", type=int, help="batch size (default 128)")
+    p.add_argument("--epochs", type=positive_int, help="epochs (default 20)")
+    p.add_argument("--lr", type=positive_float, help="lr for a batch of 256 (default 0.05)")
+    p.add_argument("--batch-size", type=positive_int, help="batch size (default 128)")
     p.add_argument("--no-feature-norm", action="store_true", help="no BN before the new head")
     p.set_defaults(handler=run_finetune)
 
 
 def run_finetune(args: argparse.Namespace) -> int:
     from moco import dist
-    from moco.runs.records import finetune_protocol, finetune_record, save_record
+    from moco.runs.records import finetune_kind, finetune_protocol, finetune_record, save_record
 
     norm = not args.no_feature_norm
     protocol = finetune_protocol(args.epochs, args.lr, args.batch_size, norm_features=norm)
     record = finetune_record(args.checkpoint, protocol, args.data, args.device, args.random_init)
     if not dist.is_main():
         return 0
-    print(_protocol_line("fine-tuned", record, save_record(record, "finetune", args.out)))
+    kind = finetune_kind(protocol, args.data)
+    print(_protocol_line("fine-tuned", record, save_record(record, kind, args.out)))
     return 0
 
 

@@ -30,6 +30,12 @@ def add_parser(sub: Subparsers) -> None:
     )
     p.add_argument("--out", help="directory that receives the run directory (sets run.out_dir)")
     p.add_argument("--resume", metavar="CKPT", help="continue a run from its checkpoint or run dir")
+    p.add_argument(
+        "--init",
+        metavar="CKPT",
+        help="start a new run from a checkpoint's encoders (ours or an official main_moco.py "
+        "one; sets run.init), e.g. to continue pre-training on your own images",
+    )
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     p.set_defaults(handler=run)
@@ -37,6 +43,11 @@ def add_parser(sub: Subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.resume:
+        if args.init:
+            raise ConfigError(
+                "--init starts a new run from a checkpoint's weights and --resume continues "
+                "a run; give one of them"
+            )
         if args.data or args.out or args.preset != "default":
             raise ConfigError(
                 "--resume continues a run with its saved config; drop --preset/--data/--out"
@@ -71,8 +82,10 @@ def _done(result: PretrainResult) -> int:
 
 
 def _overrides(args: argparse.Namespace) -> list[str]:
-    """The command line's overrides, then what --data and --out set."""
+    """The command line's overrides, then what --data, --out and --init set."""
     overrides = list(args.overrides)
+    if args.init:
+        overrides.append(f"run.init={args.init}")
     if args.data:
         overrides.append(f"data.source={args.data}")
     if args.out:

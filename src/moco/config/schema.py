@@ -9,6 +9,7 @@ computed by the engine and saved apart from what the user wrote.
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -162,6 +163,11 @@ class RunConfig:
     out_dir: str = "runs"  # a new sub-directory per run is made here
     name: str = ""  # run directory name; empty: <preset>-<timestamp>
     seed: int = 0
+    # a new run whose encoders start from this checkpoint (ours or an official
+    # main_moco.py one; same arch, head and channels), to continue pre-training on other
+    # images; the optimiser, schedule and step start afresh. "": random initialisation
+    init: str = ""
+    init_queue: bool = False  # with run.init: take its queue too (same dim and queue_size)
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
     log_every: int = 10  # steps between logged metrics (and the only host syncs)
     progress: bool = True  # tqdm progress bar
@@ -264,7 +270,10 @@ def validate(cfg: Config) -> None:
             not (cfg.model.symmetric and cfg.model.method != Method.moco),
             "model.symmetric=true applies to model.method=moco only (moco_v3 is always symmetric)",
         ),
-        (cfg.model.temperature > 0, "model.temperature must be > 0"),
+        (
+            _positive(cfg.model.temperature),
+            f"model.temperature must be a finite number > 0 (tau), got {cfg.model.temperature}",
+        ),
         (cfg.model.bn_splits >= 1, "model.bn_splits must be >= 1"),
         (
             cfg.optim.batch_size % cfg.model.bn_splits == 0,
@@ -290,18 +299,31 @@ def validate(cfg: Config) -> None:
         (cfg.data.workers >= 0, "data.workers must be >= 0 (0: decode in the main process)"),
         (cfg.optim.epochs >= 1, "optim.epochs must be >= 1"),
         (cfg.optim.batch_size >= 1, "optim.batch_size must be >= 1"),
-        (cfg.optim.lr > 0, "optim.lr must be > 0"),
+        (_positive(cfg.optim.lr), f"optim.lr must be a finite number > 0, got {cfg.optim.lr}"),
+        (
+            0.0 <= cfg.optim.momentum < 1.0,
+            f"optim.momentum must be in [0, 1) (SGD / LARS momentum), got {cfg.optim.momentum}",
+        ),
         (cfg.optim.weight_decay >= 0, "optim.weight_decay must be >= 0"),
         (cfg.optim.warmup_epochs >= 0, "optim.warmup_epochs must be >= 0"),
         (cfg.eval.knn_every >= 0, "eval.knn_every must be >= 0"),
         (cfg.eval.knn_k >= 1, "eval.knn_k must be >= 1"),
-        (cfg.eval.knn_t > 0, "eval.knn_t must be > 0"),
+        (
+            _positive(cfg.eval.knn_t),
+            f"eval.knn_t must be a finite number > 0, got {cfg.eval.knn_t}",
+        ),
         (cfg.run.log_every >= 1, "run.log_every must be >= 1"),
         (cfg.run.dist_timeout > 0, "run.dist_timeout must be > 0 (seconds)"),
     ]
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+
+
+def _positive(x: float) -> bool:
+    """``x > 0`` and finite: ``inf`` and ``nan`` pass no range check (nan compares False,
+    inf would reach torch as a division by infinity)."""
+    return math.isfinite(x) and x > 0
 
 
 def to_yaml(cfg: Config) -> str:

@@ -16,7 +16,9 @@ import torch.nn.functional as F
 
 class InfoNCE(NamedTuple):
     loss: torch.Tensor  # scalar, mean over the batch
-    correct: torch.Tensor  # (N,) bool: the positive has the largest logit (pretext top-1)
+    # (N,) bool, the pretext top-1: the positive's logit is strictly above every negative's.
+    # A tie is wrong: a collapsed encoder (every logit equal) must not score 100 %.
+    correct: torch.Tensor
 
 
 def info_nce_logits(q: torch.Tensor, k: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
@@ -42,15 +44,17 @@ def info_nce(
     ``logaddexp(l_pos, logsumexp(l_neg)) - l_pos`` so that the (N, K) block of negative
     logits is never copied into a concatenated (N, 1 + K) tensor.
 
-    ``correct`` is the pretext top-1 (argmax == 0, ties go to the positive as argmax
-    picks the first index): near 100 % while kNN stalls is the signature of BN cheating.
+    ``correct`` is the pretext top-1, strict: ``l_pos`` above every negative. A tie
+    counts as wrong (argmax would give it to the positive at index 0), so a collapsed
+    or saturated run (every logit equal, e.g. at a tiny tau) scores 0, not 100 %. Near
+    100 % while kNN stalls is the signature of BN cheating.
     """
     _check_shapes(q, k, negatives)
     l_pos = (q * k).sum(dim=1) / temperature  # (N,)
     l_neg = (q @ negatives.to(q.dtype)) / temperature  # (N, K)
     lse_neg = torch.logsumexp(l_neg, dim=1)
     loss = (torch.logaddexp(l_pos, lse_neg) - l_pos).mean()
-    correct = l_pos.detach() >= l_neg.detach().amax(dim=1)
+    correct = l_pos.detach() > l_neg.detach().amax(dim=1)
     return InfoNCE(loss, correct)
 
 
@@ -65,8 +69,8 @@ def batch_contrastive(
     negatives: MoCo Fig. 2a (end-to-end) and MoCo v3's ``ctr`` (Sec. 3, Algorithm 1),
     which scales this by 2 tau itself. Inputs expected L2-normalised. Loss: mean over N.
 
-    ``correct`` (N,) is the pretext top-1: the positive's logit is the row's largest,
-    ties going to the positive as in :func:`info_nce`.
+    ``correct`` (N,) is the pretext top-1: the positive's logit strictly above every
+    other key's (a tie is wrong, as in :func:`info_nce`).
     """
     if q.dim() != 2 or k_all.dim() != 2 or q.shape[1] != k_all.shape[1]:
         raise ValueError(
@@ -78,9 +82,7 @@ def batch_contrastive(
     logits = (q @ k_all.to(q.dtype).t()) / temperature  # (N, M)
     target = torch.arange(offset, offset + n, device=q.device)
     loss = F.cross_entropy(logits, target)
-    detached = logits.detach()
-    correct = detached.gather(1, target[:, None]).squeeze(1) >= detached.amax(dim=1)
-    return InfoNCE(loss, correct)
+    return InfoNCE(loss, _strictly_top(logits.detach(), target))
 
 
 def nt_xent(
@@ -99,8 +101,8 @@ def nt_xent(
     of z1 then z2 (2N); candidates are the 2M rows of [z1_all; z2_all] except the anchor
     itself, so each anchor has one positive (its twin: z2_all[offset + i] for z1[i], and
     vice versa) and 2M - 2 negatives. The self-similarity is masked with -inf (no Python
-    loop). Loss: mean over the 2N anchors; ``correct`` (2N,): positive >= every other
-    candidate (ties to the positive).
+    loop). Loss: mean over the 2N anchors; ``correct`` (2N,): the positive strictly
+    above every other candidate (a tie is wrong, as in :func:`info_nce`).
     """
     z1_all = z1 if z1_all is None else z1_all
     z2_all = z2 if z2_all is None else z2_all
@@ -124,9 +126,17 @@ def nt_xent(
     is_self[torch.arange(2 * n, device=z1.device), self_col] = True
     logits = logits.masked_fill(is_self, float("-inf"))
     loss = F.cross_entropy(logits, target)
-    detached = logits.detach()
-    correct = detached.gather(1, target[:, None]).squeeze(1) >= detached.amax(dim=1)
-    return InfoNCE(loss, correct)
+    return InfoNCE(loss, _strictly_top(logits.detach(), target))
+
+
+def _strictly_top(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(R,) bool: row r's logit at column ``target[r]`` is strictly above every other
+    column of the row. logits: (R, M), target: (R,). The target column is masked out
+    before the max (a row whose only finite logit is its target is correct)."""
+    rows = torch.arange(len(target), device=logits.device)
+    positive = logits[rows, target]
+    others = logits.index_put((rows, target), logits.new_tensor(float("-inf")))
+    return positive > others.amax(dim=1)
 
 
 def _check_shapes(q: torch.Tensor, k: torch.Tensor, negatives: torch.Tensor) -> None:

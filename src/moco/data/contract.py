@@ -33,9 +33,11 @@ class TrainBatch(NamedTuple):
 class Batches(Protocol):
     """What the training loop iterates, one epoch at a time (``set_epoch`` first)."""
 
-    def set_epoch(self, epoch: int) -> None: ...
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """The next iteration is ``epoch`` from its batch ``start`` on (a mid-epoch resume)."""
+        ...
 
-    def __len__(self) -> int:  # steps per epoch
+    def __len__(self) -> int:  # steps per epoch (the whole epoch, whatever ``start``)
         ...
 
     def __iter__(self) -> Iterator[TrainBatch]: ...

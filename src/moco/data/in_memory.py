@@ -28,8 +28,8 @@ class InMemoryBatches:
     def __init__(self, loader: InMemoryLoader) -> None:
         self.loader = loader
 
-    def set_epoch(self, epoch: int) -> None:
-        self.loader.set_epoch(epoch)
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.loader.set_epoch(epoch, start)
 
     def __len__(self) -> int:
         return len(self.loader)

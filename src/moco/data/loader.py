@@ -55,8 +55,8 @@ class InMemoryLoader:
     def rank(self) -> int:
         return self.batches.rank
 
-    def set_epoch(self, epoch: int) -> None:
-        self.batches.set_epoch(epoch)
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.batches.set_epoch(epoch, start)
 
     def __len__(self) -> int:
         return len(self.batches)

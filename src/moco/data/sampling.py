@@ -79,9 +79,15 @@ class GlobalBatches:
         self.drop_last = drop_last
         self.device = torch.device(device)
         self.epoch = 0
+        self.start = 0  # first batch of the epoch to yield (a resume mid-epoch)
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Iterate ``epoch`` from its batch ``start`` on (the batches before it were
+        done before a mid-epoch checkpoint); ``len`` stays the whole epoch's."""
+        if not 0 <= start <= len(self):
+            raise ValueError(f"start batch {start} is outside the epoch's {len(self)} batches")
         self.epoch = epoch
+        self.start = start
 
     def __len__(self) -> int:
         n, b = self.n, self.batch_size
@@ -93,7 +99,7 @@ class GlobalBatches:
         else:
             order = torch.arange(self.n, device=self.device)
         local = self.batch_size // self.num_replicas
-        for i in range(len(self)):
+        for i in range(self.start, len(self)):
             start = i * self.batch_size + self.rank * local
             yield order[start : start + local]
 
@@ -136,8 +142,8 @@ class GlobalBatchSampler(Sampler[list[int]]):
     def epoch(self) -> int:
         return self.batches.epoch
 
-    def set_epoch(self, epoch: int) -> None:
-        self.batches.set_epoch(epoch)
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.batches.set_epoch(epoch, start)
 
     def __len__(self) -> int:
         return len(self.batches)

@@ -102,10 +102,12 @@ def hold_out(
     labels: torch.Tensor, fraction: float, seed: int
 ) -> tuple[torch.Tensor, torch.Tensor, str]:
     """(kept, held-out) indices of a source without a held-out split, and how they were
-    drawn: stratified when every image is labelled, else random; seeded."""
+    drawn: stratified when every image is labelled, else random; seeded. The description
+    names the classes of one image, which stay in training whole (:func:`stratified_split`)."""
     if bool((labels >= 0).all()):
         keep, held = stratified_split(labels, fraction, seed)
-        return keep, held, f"{fraction:.0%} of train, stratified, seed {seed}"
+        how = f"{fraction:.0%} of train, stratified, seed {seed}"
+        return keep, held, how + _kept_whole_note(labels)
     keep, held = random_split(len(labels), fraction, seed)
     return keep, held, f"{fraction:.0%} of the images, random, seed {seed}"
 
@@ -113,18 +115,55 @@ def hold_out(
 def stratified_split(
     labels: torch.Tensor, fraction: float, seed: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Indices (keep, held) with ``fraction`` of every class held out, drawn with ``seed``."""
+    """Indices (keep, held) with ``fraction`` of every class held out, drawn with ``seed``.
+
+    Every class of two images or more holds out ``round(fraction * n)`` of its n images,
+    at least one, and keeps at least one for training. A class of one image cannot do
+    both; it stays in training whole (a class missing from training could never be
+    predicted, by kNN or a probe, while a class missing from the held-out split only
+    has no test images): :func:`hold_out` says so in its description. When every class
+    has one image nothing can be held out, and that is refused.
+    """
     if not 0.0 < fraction < 1.0:
         raise DataSourceError(f"holdout fraction must be in (0, 1), got {fraction}")
+    if len(labels) == 0:
+        raise DataSourceError("no images to hold any out from")
     g = torch.Generator().manual_seed(seed)
     keep, held = [], []
     for c in torch.unique(labels).tolist():
         idx = torch.nonzero(labels == c).flatten()
         idx = idx[torch.randperm(len(idx), generator=g)]
-        n_held = max(1, round(fraction * len(idx)))
+        n_held = min(len(idx) - 1, max(1, round(fraction * len(idx))))
         held.append(idx[:n_held])
         keep.append(idx[n_held:])
-    return torch.sort(torch.cat(keep)).values, torch.sort(torch.cat(held)).values
+    held_all = torch.cat(held)
+    if len(held_all) == 0:
+        classes = len(keep)
+        raise DataSourceError(
+            f"every class has 1 image ({classes} class{'es' if classes != 1 else ''}, "
+            f"{len(labels)} images): holding out {fraction:.0%} of a class would leave none "
+            "of it for training, so nothing can be held out; add images, or give the "
+            "source its own held-out split"
+        )
+    return torch.sort(torch.cat(keep)).values, torch.sort(held_all).values
+
+
+def single_image_classes(labels: torch.Tensor) -> list[int]:
+    """The labels (>= 0) that only one image has: :func:`stratified_split` keeps them in
+    training and holds none of them out."""
+    counts = torch.bincount(labels[labels >= 0])
+    return torch.nonzero(counts == 1).flatten().tolist()
+
+
+def _kept_whole_note(labels: torch.Tensor) -> str:
+    """``"; class 3 has 1 image: ..."`` for :func:`hold_out`'s description, or ``""``."""
+    single = single_image_classes(labels)
+    if not single:
+        return ""
+    more = f" and {len(single) - 8} more" if len(single) > 8 else ""
+    shown = ", ".join(map(str, single[:8])) + more
+    which = f"class {shown} has" if len(single) == 1 else f"classes {shown} have"
+    return f"; {which} 1 image: kept in training, none held out"
 
 
 def random_split(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -110,8 +110,8 @@ class StreamingLoader:
     def epoch(self) -> int:
         return self.sampler.epoch
 
-    def set_epoch(self, epoch: int) -> None:
-        self.sampler.set_epoch(epoch)
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.sampler.set_epoch(epoch, start)
         self.dataset.set_epoch(epoch)
 
     def __len__(self) -> int:

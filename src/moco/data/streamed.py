@@ -29,8 +29,8 @@ class StreamedBatches:
     def __init__(self, loader: StreamingLoader) -> None:
         self.loader = loader  # of 2 crops per file
 
-    def set_epoch(self, epoch: int) -> None:
-        self.loader.set_epoch(epoch)
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.loader.set_epoch(epoch, start)
 
     def __len__(self) -> int:
         return len(self.loader)

@@ -17,9 +17,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
+import signal
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
@@ -36,13 +39,13 @@ from moco.device import resolve_device
 from moco.engine import checkpoint as ckpt_io
 from moco.engine import host
 from moco.engine.build import build_model
-from moco.engine.checkpoint import Checkpointer, LoopState, restore_rng
+from moco.engine.checkpoint import Checkpointer, LoopState, restore_rank_bn, restore_rng
 from moco.engine.metrics import MetricsLog
 from moco.engine.optim import build_optimizer
 from moco.engine.plan import RunPlan, plan_run
 from moco.engine.schedule import lr_at, momentum_at
 from moco.engine.step import train_step
-from moco.errors import NonFiniteLossError, OutputExistsError
+from moco.errors import CheckpointError, NonFiniteLossError, OutputExistsError, RunInterrupted
 from moco.version import __version__
 
 # The kNN monitor: top-1 of ``encoder`` (the query encoder, in whatever mode; the monitor
@@ -71,7 +74,7 @@ class Parts:
     batches: Batches  # one epoch of TrainBatch at a time
     views: nn.Module  # a crop batch (uint8) -> a normalised view, on the device
     memory_format: torch.memory_format
-    online: dict[str, nn.Module] = dataclasses.field(default_factory=dict)  # DDP wrappers
+    online: dict[str, nn.Module] = field(default_factory=dict)  # DDP wrappers
 
 
 @dataclass
@@ -81,6 +84,53 @@ class EpochStats:
     loss: float = math.nan
     pretext_acc: float = math.nan
     lr: float = math.nan
+    stopped: bool = False  # a stop signal ended the epoch early (every rank agrees)
+
+
+class StopOnSignals:
+    """While active, SIGTERM (how SLURM and Kubernetes pre-empt) and SIGINT (Ctrl-C) ask
+    the loop to stop: it saves a checkpoint of the step it reached and raises
+    :class:`~moco.errors.RunInterrupted`. A second Ctrl-C interrupts at once.
+
+    Ranks must stop at the same step (the checkpoint gathers from all of them), so the
+    request is shared at the loop's log points, inside the all-reduce they already make
+    (one process checks it every step); :meth:`agreed` asks all ranks at an epoch's end.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopOnSignals:
+        if threading.current_thread() is threading.main_thread():  # where signals land
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._request)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _request(self, signum: int, frame: Any) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # asked twice: stop now, the last checkpoint is intact
+        self.signum = signum
+        if dist.is_main():
+            tqdm.write(f"{signal.Signals(signum).name}: saving a checkpoint, then stopping")
+
+    def flag(self, device: torch.device) -> torch.Tensor:
+        return torch.tensor([0.0 if self.signum is None else 1.0], device=device)
+
+    def agreed(self, device: torch.device) -> bool:
+        """Whether any rank was asked to stop (a collective: every rank calls it)."""
+        if dist.world_size() == 1:
+            return self.signum is not None
+        asked = float(dist.all_reduce_sum_(self.flag(device))[0]) > 0
+        if asked and self.signum is None:
+            self.signum = int(signal.SIGTERM)  # a peer's request
+        return asked
 
 
 def pretrain(cfg: Config, monitor: Monitor | None = None) -> PretrainResult:
@@ -112,15 +162,29 @@ def resume(
 
     The run goes on with the config saved in the checkpoint; ``overrides`` may change
     only ``RESUMABLE_KEYS`` (e.g. ``optim.epochs=400`` to train longer). The result is
-    the same weights as a run that was never interrupted.
+    the same weights as a run that was never interrupted, also from a checkpoint written
+    mid-epoch by a stop signal. A run directory that stopped before its first checkpoint
+    is started again in place, with its ``config.yaml``.
     """
-    ckpt = ckpt_io.load(checkpoint)
     for item in overrides:
         key = item.split("=", 1)[0]
         if key not in RESUMABLE_KEYS:
             raise ConfigError(
                 f"cannot change {key!r} when resuming; only {', '.join(RESUMABLE_KEYS)} may change"
             )
+    run_dir = Path(checkpoint)
+    if run_dir.is_dir() and _restartable(run_dir) and (run_dir / "config.yaml").is_file():
+        cfg = apply_overrides(from_yaml((run_dir / "config.yaml").read_text()), overrides)
+        if dist.launch_rank() == 0:
+            tqdm.write(f"{run_dir} stopped before its first checkpoint: starting it again")
+        return _run(cfg, None, monitor, restart_dir=run_dir)
+    ckpt = ckpt_io.load(checkpoint)
+    if "config" not in ckpt:
+        raise CheckpointError(
+            f"{ckpt['path']} is not a moco run (it has no config: an official or another "
+            "library's checkpoint), so there is nothing to resume. To start a new run from "
+            f"its weights: moco pretrain --init {ckpt['path']}"
+        )
     cfg = apply_overrides(from_yaml(ckpt["config"]), overrides)
     if cfg.optim.epochs < ckpt["epoch"]:
         raise ConfigError(
@@ -130,7 +194,14 @@ def resume(
     return _run(cfg, ckpt, monitor)
 
 
-def _run(cfg: Config, ckpt: dict[str, Any] | None, monitor: Monitor | None) -> PretrainResult:
+def _run(
+    cfg: Config,
+    ckpt: dict[str, Any] | None,
+    monitor: Monitor | None,
+    restart_dir: Path | None = None,
+) -> PretrainResult:
+    """Set up (data, plan, parts, run directory, loop state), then train the epochs.
+    ``restart_dir``: an unfinished run without a checkpoint, started again in place."""
     device = resolve_device(cfg.run.device)
     dist.init_from_env(device, cfg.run.dist_timeout)
     main = dist.is_main()  # rank 0 alone writes files, logs and the progress bar
@@ -143,14 +214,13 @@ def _run(cfg: Config, ckpt: dict[str, Any] | None, monitor: Monitor | None) -> P
     )
     plan = plan_run(cfg, data, device)
     parts = build_parts(cfg, plan, data, device)
-    run_dir = Path(ckpt["path"]).parent if ckpt else dist.on_main(lambda: _new_run_dir(cfg))
-    meta = {"arch": cfg.model.arch.value, "config": to_yaml(cfg)}
+    if ckpt is not None:
+        run_dir = Path(ckpt["path"]).parent
+    else:
+        run_dir = dist.on_main(lambda: restart_dir or _new_run_dir(cfg))
+    meta = {"arch": cfg.model.arch.value, "config": to_yaml(cfg), "derived": asdict(plan)}
     saver = Checkpointer(
-        run_dir / "checkpoint.pth.tar",
-        parts.model,
-        parts.optimizer,
-        parts.scaler,
-        {**meta, "derived": dataclasses.asdict(plan)},
+        run_dir / "checkpoint.pth.tar", parts.model, parts.optimizer, parts.scaler, meta, device
     )
     state = saver.restore(ckpt) if ckpt else LoopState()
     # Identical start on every rank: query and key encoders, queue and pointer; then
@@ -159,30 +229,53 @@ def _run(cfg: Config, ckpt: dict[str, Any] | None, monitor: Monitor | None) -> P
     parts.online = {
         n: dist.data_parallel(getattr(parts.model, n), device) for n in parts.model.online_names
     }
-    log = MetricsLog(run_dir) if main else None
-    if main:  # what runs from here on (a resume may have changed optim.epochs)
-        _write_plan(run_dir, cfg, plan, data, resumed=ckpt is not None)
+    if ckpt is not None:
+        restore_rank_bn(parts.model, ckpt)  # mid-epoch: each rank's own BN statistics
+    log = _open_run_dir(run_dir, cfg, plan, data, ckpt) if main else None
     if monitor is not None and cfg.eval.knn_every > 0 and not data.labelled:
         monitor = None  # images: an unlabelled source
         if main:
             tqdm.write("no labels: kNN monitor off")
-
     if ckpt is None:
         if monitor is not None and cfg.eval.knn_every > 0:
             _evaluate(monitor, parts.model, data, plan, cfg, state, log)  # random init
-        saver.save(state)
-        if plan.world_size > 1:  # each rank its own augmentation stream
+        if plan.world_size > 1:  # each rank its own augmentation stream, saved with it
             torch.manual_seed(cfg.run.seed + dist.rank())
+        saver.save(state)
     else:
-        note = restore_rng(ckpt, plan.world_size)
+        note = restore_rng(ckpt, plan.world_size, device)
         if note and main:
             tqdm.write(note)
+    with StopOnSignals() as stop:
+        _train_epochs(cfg, plan, parts, data, state, log, saver, monitor, stop)
+    if log is not None:
+        log.close()
+    return _finish(run_dir, saver.path, cfg, plan, data, state)
 
+
+def _train_epochs(
+    cfg: Config,
+    plan: RunPlan,
+    parts: Parts,
+    data: PretrainData,
+    state: LoopState,
+    log: MetricsLog | None,
+    saver: Checkpointer,
+    monitor: Monitor | None,
+    stop: StopOnSignals,
+) -> None:
+    """The epochs from ``state`` on: train, count unreadable files, monitor, save. A
+    stop signal saves the step reached and raises :class:`~moco.errors.RunInterrupted`."""
+    main = dist.is_main()
     parts.model.train()
     for epoch in range(state.epoch, cfg.optim.epochs):
-        stats = train_one_epoch(cfg, plan, parts, state, epoch, log, saver.path)
+        stats = train_one_epoch(cfg, plan, parts, state, epoch, log, saver.path, stop)
+        if stats.stopped:  # mid-epoch: the checkpoint of the step reached
+            saver.save(state, mid_epoch=True)
+            raise _interrupted(stop, state, plan, saver.path)
         state.epoch = done = epoch + 1
-        _count_unreadable(parts.batches, state, device, log)
+        state.epoch_sums, state.epoch_seen = [0.0, 0.0], 0
+        _count_unreadable(parts.batches, state, torch.device(plan.device), log)
         every = cfg.eval.knn_every
         if monitor is not None and every > 0 and (done % every == 0 or done == cfg.optim.epochs):
             _evaluate(monitor, parts.model, data, plan, cfg, state, log)
@@ -192,9 +285,9 @@ def _run(cfg: Config, ckpt: dict[str, Any] | None, monitor: Monitor | None) -> P
                 f"epoch {done}/{cfg.optim.epochs}: loss {stats.loss:.4f} pretext acc "
                 f"{stats.pretext_acc:.3f} lr {stats.lr:.4g}"
             )
-    if log is not None:
-        log.close()
-    return _finish(run_dir, saver.path, cfg, plan, data, state)
+        _warn_if_stuck(stats, state, log)
+        if done < cfg.optim.epochs and stop.agreed(torch.device(plan.device)):
+            raise _interrupted(stop, state, plan, saver.path)
 
 
 def build_parts(cfg: Config, plan: RunPlan, data: PretrainData, device: torch.device) -> Parts:
@@ -231,21 +324,29 @@ def train_one_epoch(
     epoch: int,
     log: MetricsLog | None,
     ckpt_path: Path,
+    stop: StopOnSignals | None = None,
 ) -> EpochStats:
-    """One epoch of steps; every ``run.log_every`` steps (and at the epoch's end) the
-    running means over all ranks are logged, the only host syncs of the loop."""
-    parts.batches.set_epoch(epoch)
+    """One epoch of steps (from the batch a mid-epoch checkpoint reached); every
+    ``run.log_every`` steps (and at the epoch's end) the running means over all ranks
+    are logged, the only host syncs of the loop. Returns early, ``stopped``, when a stop
+    signal came: ``state`` then holds the epoch's progress for the checkpoint."""
+    n_batches = len(parts.batches)
+    start = state.step - epoch * plan.steps_per_epoch  # 0 unless resumed mid-epoch
+    parts.batches.set_epoch(epoch, start)
     bar = tqdm(
         parts.batches,
         desc=f"epoch {epoch + 1}/{cfg.optim.epochs}",
         disable=not (cfg.run.progress and dist.is_main()),
         leave=False,
         dynamic_ncols=True,
+        initial=start,
+        total=n_batches,
     )
     device = torch.device(plan.device)
     # loss sum and correct count of this rank: summed over ranks at log time only
-    sums = torch.zeros(2, device=device, dtype=torch.float64)
-    seen, t0, stats = 0, time.perf_counter(), EpochStats()
+    sums = torch.tensor(state.epoch_sums, device=device, dtype=torch.float64)
+    seen = seen0 = state.epoch_seen
+    t0, stats = time.perf_counter(), EpochStats()
     for batch in bar:
         lr = lr_at(
             state.step,
@@ -262,9 +363,8 @@ def train_one_epoch(
             state.step, cfg.model.momentum, plan.total_steps, cfg.model.momentum_schedule.value
         )
         # x_q, x_k: two independent views (in memory: of the batch; streamed: of its crops)
-        x_q, x_k = (
-            parts.views(c).contiguous(memory_format=parts.memory_format) for c in batch.crops
-        )
+        fmt = parts.memory_format
+        x_q, x_k = (parts.views(c).contiguous(memory_format=fmt) for c in batch.crops)
         out = train_step(
             parts.model,
             parts.optimizer,
@@ -281,21 +381,31 @@ def train_one_epoch(
         sums[1] += out.correct.double().mean() * b  # 2N anchors if symmetric
         seen += b
         state.step += 1
-        if state.step % cfg.run.log_every == 0 or seen == len(parts.batches) * b:
-            stats = _log_progress(sums, seen, t0, lr, m, plan, state, epoch, log, ckpt_path)
+        last = seen == n_batches * b
+        asked = False
+        if state.step % cfg.run.log_every == 0 or last:
+            ips = (seen - seen0) * plan.world_size / (time.perf_counter() - t0)
+            stats, asked = _log_progress(
+                sums, seen, ips, lr, m, plan, state, epoch, log, ckpt_path, stop
+            )
             bar.set_postfix(
                 loss=f"{stats.loss:.3f}",
                 acc=f"{stats.pretext_acc:.3f}",
                 lr=f"{lr:.4f}",
-                ips=f"{seen * plan.world_size / (time.perf_counter() - t0):.0f}",
+                ips=f"{ips:.0f}",
             )
+        elif stop is not None and plan.world_size == 1:
+            asked = stop.signum is not None
+        if asked and not last:  # the epoch's end saves anyway
+            state.epoch_sums, state.epoch_seen = sums.tolist(), seen
+            return dataclasses.replace(stats, stopped=True)
     return stats
 
 
 def _log_progress(
     sums: torch.Tensor,
     seen: int,
-    t0: float,
+    ips: float,
     lr: float,
     m: float,
     plan: RunPlan,
@@ -303,10 +413,13 @@ def _log_progress(
     epoch: int,
     log: MetricsLog | None,
     ckpt_path: Path,
-) -> EpochStats:
+    stop: StopOnSignals | None,
+) -> tuple[EpochStats, bool]:
     """The epoch's running means over all ranks (every rank sees the same values, so a
-    non-finite loss stops all of them together), logged on rank 0."""
-    total = dist.all_reduce_sum_(sums.clone())
+    non-finite loss stops all of them together), logged on rank 0; and whether any rank
+    was asked to stop (shared in the same all-reduce)."""
+    flag = stop.flag(sums.device) if stop is not None else sums.new_zeros(1)
+    total = dist.all_reduce_sum_(torch.cat([sums, flag.to(sums.dtype)]))
     images_seen = seen * plan.world_size
     loss = total[0].item() / images_seen
     if not math.isfinite(loss):
@@ -318,7 +431,7 @@ def _log_progress(
             "Lower optim.lr, or turn off optim.amp."
         )
     acc = total[1].item() / images_seen
-    ips = images_seen / (time.perf_counter() - t0)
+    state.history.setdefault("first_loss", loss)
     if log is not None:
         log.log(
             "train",
@@ -330,7 +443,50 @@ def _log_progress(
             momentum=m,
             images_per_s=ips,
         )
-    return EpochStats(loss, acc, lr)
+    asked = bool(total[2].item() > 0)
+    if asked and stop is not None and stop.signum is None:
+        stop.signum = int(signal.SIGTERM)  # a peer's request
+    return EpochStats(loss, acc, lr), asked
+
+
+def _interrupted(
+    stop: StopOnSignals, state: LoopState, plan: RunPlan, ckpt_path: Path
+) -> RunInterrupted:
+    """The one-line message of a run stopped by a signal, after its checkpoint."""
+    signum = stop.signum if stop.signum is not None else int(signal.SIGTERM)
+    batch = state.step - state.epoch * plan.steps_per_epoch
+    where = (
+        f"epoch {state.epoch + 1}, batch {batch}/{plan.steps_per_epoch}"
+        if batch
+        else f"after epoch {state.epoch}"
+    )
+    launcher = (
+        f"torchrun --nproc_per_node {plan.world_size} -m moco" if plan.world_size > 1 else "moco"
+    )
+    return RunInterrupted(
+        f"stopped by {signal.Signals(signum).name} at step {state.step} ({where}); "
+        f"checkpoint saved: {ckpt_path}. Resume with: "
+        f"{launcher} pretrain --resume {ckpt_path.parent}",
+        signum,
+    )
+
+
+def _warn_if_stuck(stats: EpochStats, state: LoopState, log: MetricsLog | None) -> None:
+    """Once: the loss has not moved from its first logged value after two epochs (the
+    run does not learn: e.g. m = 0, or a temperature far too small)."""
+    first = state.history.get("first_loss")
+    if state.epoch < 2 or first is None or state.history.get("warned_stuck"):
+        return
+    if abs(stats.loss - first) > 1e-3 * max(abs(first), 1.0):
+        return
+    state.history["warned_stuck"] = True
+    message = (
+        f"the loss has not moved from its first value {first:.4f} in {state.epoch} epochs: "
+        "the run is not learning (check model.temperature, model.momentum and optim.lr)"
+    )
+    if log is not None:
+        tqdm.write(f"warning: {message}")
+        log.log("warning", state.step, epoch=state.epoch, message=message)
 
 
 def _evaluate(
@@ -364,16 +520,70 @@ def _count_unreadable(
         log.log("data", state.step, epoch=state.epoch, unreadable=bad)
 
 
+# What a run directory holds before its first checkpoint (``.tmp-*``: interrupted writes)
+_BEFORE_FIRST_CHECKPOINT = frozenset({"config.yaml", "derived.json", "metrics.jsonl", "tb"})
+
+
+def _restartable(run_dir: Path) -> bool:
+    """A run directory that stopped before its first checkpoint: nothing in it but what
+    the run wrote before one (so starting it again in place loses nothing)."""
+    names = {p.name for p in run_dir.iterdir() if not p.name.startswith(ckpt_io.TMP_PREFIX)}
+    return bool(names) and names <= _BEFORE_FIRST_CHECKPOINT
+
+
 def _new_run_dir(cfg: Config) -> Path:
-    name = cfg.run.name or f"{cfg.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_dir = Path(cfg.run.out_dir) / name
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise OutputExistsError(
-            f"run directory {str(run_dir)!r} already exists and is not empty; "
-            "choose another run.name, or continue it with --resume"
-        )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
+    """Create and claim the run directory. The claim is ``config.yaml`` created with
+    O_EXCL, so two runs started in the same second never share a directory: without a
+    ``run.name`` the second takes ``NAME-2`` (and so on). A named directory that
+    stopped before its first checkpoint is started again in place; any other non-empty
+    one is refused."""
+    base = cfg.run.name or f"{cfg.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    for i in range(1, 1000):
+        run_dir = Path(cfg.run.out_dir) / (base if i == 1 else f"{base}-{i}")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if cfg.run.name and _restartable(run_dir):
+            tqdm.write(f"{run_dir} stopped before its first checkpoint: starting it again")
+            return run_dir
+        if not any(run_dir.iterdir()):
+            try:
+                os.close(os.open(run_dir / "config.yaml", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+                return run_dir
+            except FileExistsError:
+                pass  # another run claimed it first
+        if cfg.run.name:
+            raise OutputExistsError(
+                f"run directory {str(run_dir)!r} already exists and is not empty; "
+                "choose another run.name, or continue it with --resume"
+            )
+    raise OutputExistsError(f"no free run directory named {base}[-N] in {cfg.run.out_dir}")
+
+
+def _open_run_dir(
+    run_dir: Path, cfg: Config, plan: RunPlan, data: PretrainData, ckpt: dict[str, Any] | None
+) -> MetricsLog:
+    """Rank 0's start in the run directory: stale temporary files removed, a hand-edited
+    config.yaml kept aside, the metrics cut back to the checkpoint's step (a resumed run
+    logs each step once), config.yaml and derived.json written, the header printed."""
+    ckpt_io.remove_stale_temporaries(run_dir)
+    if ckpt is not None:
+        _keep_hand_edits(run_dir / "config.yaml", ckpt["config"])
+    log = MetricsLog(run_dir, keep_until=ckpt["step"] if ckpt is not None else -1)
+    _write_plan(run_dir, cfg, plan, data, resumed=ckpt is not None)
+    return log
+
+
+def _keep_hand_edits(path: Path, trained: str) -> None:
+    """A config.yaml that differs from the config the checkpoint trained with was edited
+    by hand: keep it aside (the run goes on with the checkpoint's) and say so."""
+    if not path.is_file() or path.read_text() == trained:
+        return
+    kept = path.with_name(f"config.yaml.edited-{time.strftime('%Y%m%d-%H%M%S')}")
+    os.replace(path, kept)
+    tqdm.write(
+        f"note: {path} differs from the config its checkpoint trained with; the run goes on "
+        f"with the checkpoint's (config.yaml), yours is kept as {kept.name}. Only "
+        f"{', '.join(RESUMABLE_KEYS)} may change on a resume: pass them as key=value."
+    )
 
 
 def _write_plan(
@@ -381,7 +591,7 @@ def _write_plan(
 ) -> None:
     """config.yaml and derived.json, and the run's one-line header."""
     (run_dir / "config.yaml").write_text(to_yaml(cfg))
-    (run_dir / "derived.json").write_text(json.dumps(dataclasses.asdict(plan), indent=2))
+    (run_dir / "derived.json").write_text(json.dumps(asdict(plan), indent=2))
     procs = f"{plan.world_size} processes x " if plan.world_size > 1 else ""
     tqdm.write(
         f"{'resuming' if resumed else 'run'} {run_dir}: {cfg.preset} "

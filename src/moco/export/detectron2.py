@@ -54,6 +54,41 @@ def save_detectron2(obj: dict[str, Any], path: str | Path) -> None:
         pickle.dump(obj, f)
 
 
+# What a detectron2 weights pickle may name besides plain data: numpy's array and dtype
+# reconstruction (numpy.core in files numpy 1 wrote, numpy._core in numpy 2's;
+# _frombuffer for protocol 5) and the function a protocol-2 pickle stores bytes with.
+# Rebuilding an array runs no code of the file's choosing; any other global is refused.
+_ARRAY_GLOBALS = {
+    *((f"numpy.{core}.multiarray", name) for core in ("core", "_core")
+      for name in ("_reconstruct", "scalar")),
+    *((f"numpy.{core}.numeric", "_frombuffer") for core in ("core", "_core")),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("_codecs", "encode"),
+}  # fmt: skip
+
+
+class _ArraysOnlyUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _ARRAY_GLOBALS:
+            raise pickle.UnpicklingError(f"it needs {module}.{name} to unpickle")
+        return super().find_class(module, name)
+
+
 def load_detectron2(path: str | Path) -> dict[str, np.ndarray]:
-    with open(path, "rb") as f:
-        return pickle.load(f)["model"]
+    """The ``model`` dict (name -> array) of a detectron2 weights pickle, ours or the
+    official converter's. The file is data: one that needs any global other than numpy's
+    array reconstruction is refused (:class:`ExportError`), never executed."""
+    try:
+        with open(path, "rb") as f:
+            obj = _ArraysOnlyUnpickler(f).load()
+    except pickle.UnpicklingError as err:
+        raise ExportError(
+            f"refused to load {str(path)!r}: {err}. A detectron2 weights file must hold "
+            "numpy arrays and plain data only; nothing in it was run"
+        ) from None
+    except (OSError, EOFError, ValueError, TypeError, AttributeError) as err:
+        raise ExportError(f"cannot read detectron2 weights {str(path)!r}: {err}") from err
+    if not isinstance(obj, dict) or not isinstance(obj.get("model"), dict):
+        raise ExportError(f"{str(path)!r} is not a detectron2 weights file (no 'model' dict)")
+    return obj["model"]

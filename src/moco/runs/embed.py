@@ -68,6 +68,7 @@ def embed_checkpoint(
             )
     meta = {"checkpoint": s.checkpoint, "epoch": s.epoch, "data": s.data.name,
             "held_out": s.data.held_out, "features": features,
-            "dim": int(feats.shape[1]), "version": __version__}  # fmt: skip
+            "dim": int(feats.shape[1]), "normalisation": s.normalisation,
+            "version": __version__}  # fmt: skip
     (out / "embed.json").write_text(json.dumps(meta, indent=2))
     return Embedding(out, meta, {split: len(images) for split, (images, _) in splits.items()})

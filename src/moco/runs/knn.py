@@ -31,5 +31,6 @@ def knn_of_checkpoint(
         "checkpoint": s.checkpoint, "epoch": s.epoch, "random_init": random_init,
         "data": s.data.name, "memory": f"train split ({len(s.data.train_images)} images)",
         "test_split": s.data.held_out, "test_images": len(s.data.test_images),
-        "k": k, "t": t, "features": features, "top1": top1, "version": __version__,
+        "k": k, "t": t, "features": features, "normalisation": s.normalisation, "top1": top1,
+        "version": __version__,
     }  # fmt: skip

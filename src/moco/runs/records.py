@@ -4,20 +4,28 @@
 encoder (:func:`lincls_record`, :func:`finetune_record`); ``moco knn`` measures kNN
 (:mod:`moco.runs.knn`). Each returns a record of what was measured and on what, and
 :func:`save_record` writes it where ``moco report`` finds it: ``<run dir>/<kind>-<tag>.json``
-with the tag ``epoch<N>`` or ``random-init``.
+with the tag ``epoch<N>`` or ``random-init``. The kind names every setting a user can
+change that changes the number (:func:`knn_kind`, :func:`lincls_kind`,
+:func:`finetune_kind`: ``knn-k200-t0.1-backbone``, ``lincls-small-e30-lr30``), so two
+measurements never share a file; re-measuring the same settings replaces its own file,
+and a file holding a record of other settings is never overwritten.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import math
+import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from moco import dist
 from moco.device import resolve_device
-from moco.errors import ConfigError
+from moco.errors import ConfigError, OutputExistsError
 from moco.runs.load import load_for_eval, require_labels
 from moco.version import __version__
 
@@ -35,6 +43,7 @@ def linear_protocol(
 
     if name not in PROTOCOLS:
         raise ConfigError(f"unknown linear protocol {name!r}; allowed: {', '.join(PROTOCOLS)}")
+    _check_positive(epochs=epochs, lr=lr)
     protocol = PROTOCOLS[name]
     if epochs is not None:
         scale = epochs / protocol.epochs
@@ -54,11 +63,24 @@ def finetune_protocol(
     """The fine-tuning protocol with the values given (``None``: the protocol's default)."""
     from moco.eval.finetune import FinetuneProtocol
 
+    _check_positive(epochs=epochs, lr=lr, batch_size=batch_size)
     changes: dict[str, Any] = {"epochs": epochs, "lr": lr, "batch_size": batch_size}
     return dataclasses.replace(
         FinetuneProtocol(norm_features=norm_features),
         **{k: v for k, v in changes.items() if v is not None},
     )
+
+
+def _check_positive(**values: float | None) -> None:
+    """Each given value (None: the protocol's default) is a finite number > 0; integers
+    (epochs, batch size) are whole. The command line checks the same in argparse."""
+    for key, v in values.items():
+        if v is None:
+            continue
+        if not math.isfinite(v) or v <= 0:
+            raise ConfigError(f"{key} must be a finite number > 0, got {v}")
+        if key != "lr" and v != int(v):
+            raise ConfigError(f"{key} must be a whole number, got {v}")
 
 
 def lincls_record(
@@ -114,19 +136,109 @@ def protocol_record(
         "test_split": s.data.held_out, "test_images": len(s.data.test_images),
         "test_top1": result.test_top1, "test_top5": result.test_top5,
         "val_top1_selected": result.val_top1, "selected_epoch": result.best_epoch,
-        "protocol": result.protocol, "curve": result.curve, "version": __version__,
+        "protocol": result.protocol, "curve": result.curve, "normalisation": s.normalisation,
+        "version": __version__,
     }  # fmt: skip
 
 
+def number(x: float) -> str:
+    """A float as a file name part: the shortest text that reads back as the same float
+    (``30.0`` -> ``30``, ``0.1`` -> ``0.1``, ``1e-05``), so different values never
+    share a name."""
+    text = repr(float(x))
+    return text.removesuffix(".0")
+
+
+def data_tag(source: str | None) -> str:
+    """``""`` for the checkpoint's own data (no ``--data``), else ``-data-<name>-<hash>``:
+    the source's last path part, readable, and 6 hex digits of the source with its path
+    made absolute, so two directories of the same name get different files."""
+    if source is None:
+        return ""
+    from moco.data.sources import BUNDLED, parse_source
+
+    if source == BUNDLED:
+        return f"-data-{BUNDLED}"
+    kind, path = parse_source(source)
+    key = f"{kind}:{os.path.abspath(path)}"
+    name = re.sub(r"[^A-Za-z0-9._]+", "_", path.name or kind).strip("_.") or kind
+    prefix = "" if kind == "idx" else f"{kind}-"
+    return f"-data-{prefix}{name}-{hashlib.sha1(key.encode()).hexdigest()[:6]}"
+
+
+def knn_kind(k: int, t: float, features: str, data: str | None = None) -> str:
+    """``knn-k200-t0.1-backbone`` (+ :func:`data_tag`): every setting of ``moco knn``."""
+    return f"knn-k{k}-t{number(t)}-{features}{data_tag(data)}"
+
+
+def lincls_kind(name: str, protocol: LinearProtocol, data: str | None = None) -> str:
+    """``lincls-small-e30-lr30``: the named protocol with the epochs and lr it ran (the
+    milestones follow the epochs; everything else is the name's)."""
+    return f"lincls-{name}-e{protocol.epochs}-lr{number(protocol.lr)}{data_tag(data)}"
+
+
+def finetune_kind(protocol: FinetuneProtocol, data: str | None = None) -> str:
+    """``finetune-e20-lr0.05-b128`` (``-nonorm`` without the feature BN)."""
+    norm = "" if protocol.norm_features else "-nonorm"
+    return (
+        f"finetune-e{protocol.epochs}-lr{number(protocol.lr)}-b{protocol.batch_size}{norm}"
+        f"{data_tag(data)}"
+    )
+
+
 def result_path(record: dict[str, Any], kind: str) -> Path:
-    """Where a record of ``kind`` (``lincls``, ``finetune``, ``knn-k200``) goes by default:
-    next to its checkpoint, named after the epoch measured (or ``random-init``)."""
+    """Where a record of ``kind`` (:func:`knn_kind`, :func:`lincls_kind`, ...) goes by
+    default: next to its checkpoint, named after the epoch measured (or ``random-init``)."""
     tag = "random-init" if record["random_init"] else f"epoch{record['epoch']}"
     return Path(record["checkpoint"]).parent / f"{kind}-{tag}.json"
 
 
+# What a record was measured with: two records that differ in any of these are results
+# of different measurements (the values measured, the curve and the version are not).
+SETTINGS = ("checkpoint", "epoch", "random_init", "data", "test_split", "k", "t", "features",
+            "protocol")  # fmt: skip
+
+
 def save_record(record: dict[str, Any], kind: str, out: str | Path | None = None) -> Path:
-    """Write ``record`` as JSON to ``out`` (default: :func:`result_path`); returns the path."""
+    """Write ``record`` as JSON to ``out`` (default: :func:`result_path`); returns the path.
+
+    A file already there is replaced only by a record of the same settings (the same
+    measurement, run again); one of other settings, or a file that is no record, raises
+    :class:`OutputExistsError`. Written atomically (temporary file, then rename).
+    """
     path = Path(out) if out else result_path(record, kind)
-    path.write_text(json.dumps(record, indent=2))
+    if path.exists():
+        _check_same_settings(path, record)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(record, indent=2))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
+
+
+def _check_same_settings(path: Path, record: dict[str, Any]) -> None:
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        old = None
+    if not isinstance(old, dict) or not {"checkpoint", "random_init"} <= set(old):
+        raise OutputExistsError(
+            f"{path} exists and is not a result record; not overwritten (choose another --out)"
+        )
+    new = json.loads(json.dumps(record))  # tuples as lists, as the file holds them
+    differ = [key for key in SETTINGS if _setting(old, key) != _setting(new, key)]
+    if differ:
+        shown = "; ".join(f"{key} {old.get(key)!r} there, {new.get(key)!r} now" for key in differ)
+        raise OutputExistsError(
+            f"{path} holds a result of other settings ({shown}); not overwritten: choose "
+            "another --out, or move that file away"
+        )
+
+
+def _setting(record: dict[str, Any], key: str) -> Any:
+    value = record.get(key)
+    if key == "checkpoint" and value is not None:
+        return os.path.abspath(value)  # the same file, however it was spelt
+    return value
