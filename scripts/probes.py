@@ -213,8 +213,10 @@ def message(d: Done) -> str:
     line of output."""
     err = [ln for ln in d.err.splitlines() if ln.strip()]
     out = [ln for ln in d.out.splitlines() if ln.strip()]
-    if any(ln.startswith("Traceback") for ln in err):
-        return "traceback: " + err[-1].strip()
+    tracebacks = [i for i, ln in enumerate(err) if ln.startswith("Traceback")]
+    if tracebacks:  # the exception's first line: the first unindented line of the last one
+        after = [ln for ln in err[tracebacks[-1] + 1 :] if not ln.startswith(" ")]
+        return "traceback: " + (after[0] if after else err[-1]).strip()
     for ln in err:
         if "error:" in ln or "Error" in ln:
             return ln.strip()
@@ -790,7 +792,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         work = Path(tempfile.mkdtemp(prefix="moco-probes-"))
     h = Harness(src, work, args.timeout)
-    where = h.python("-c", "import moco, moco.version as v; print(moco.__file__, v.__version__)")
+    where = h.python("-c", "import moco; print(moco.__file__, moco.__version__)")
     if not where.out.startswith(str(src / "src" / "moco")):
         print(f"moco is not imported from {src}: {where.out or where.err}", file=sys.stderr)
         return 1

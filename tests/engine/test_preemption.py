@@ -178,3 +178,35 @@ def test_a_stuck_loss_is_reported_once(tmp_path):
     warnings = [r for r in read_metrics(log_path) if r["kind"] == "warning"]
     assert len(warnings) == 1 and "not learning" in warnings[0]["message"]
     assert json.loads(json.dumps(state.history))["warned_stuck"] is True
+
+
+def test_sigterm_to_a_streamed_run_and_its_workers_saves_and_resumes_bitwise(tmp_path, monkeypatch):
+    """SLURM signals every process of the job: the DataLoader workers leave the signal to
+    the training process, which saves the step reached; the resume is the full run."""
+    from ..data.image_files import rgb
+
+    for c in ("a", "b"):
+        for i in range(24):
+            rgb(tmp_path / "photos" / c / f"{i}.png", seed=100 * ord(c) + i, size=(40, 30))
+    args = ["pretrain", "--data", f"folder:{tmp_path / 'photos'}", "--out", str(tmp_path)]
+    args += [*TINY_OVERRIDES, "optim.batch_size=8", "model.queue_size=32", "augment.size=32"]
+    args += ["data.stream=true", "data.workers=2", "optim.epochs=2", "eval.knn_every=0"]
+    assert main([*args, "run.name=full"]) == 0
+
+    real, calls = train_mod.train_step, [0]
+
+    def step_then_sigterm_everyone(*a, **k):
+        out = real(*a, **k)
+        calls[0] += 1
+        if calls[0] == 6:
+            workers = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read_text()
+            for pid in [*map(int, workers.split()), os.getpid()]:
+                os.kill(pid, signal.SIGTERM)
+        return out
+
+    monkeypatch.setattr(train_mod, "train_step", step_then_sigterm_everyone)
+    assert main([*args, "run.name=cut"]) == 128 + signal.SIGTERM
+    assert ckpt_io.load(tmp_path / "cut")["step"] == 6  # mid-epoch 2 (5 steps an epoch)
+    monkeypatch.setattr(train_mod, "train_step", real)
+    assert main(["pretrain", "--resume", str(tmp_path / "cut")]) == 0
+    assert_same_run(tmp_path / "full", tmp_path / "cut")

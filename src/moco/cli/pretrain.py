@@ -63,11 +63,12 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from moco.runs.train import pretrain
 
-    return _done(pretrain(cfg))
+    return _done(pretrain(cfg), "at init" if cfg.run.init else "random init")
 
 
-def _done(result: PretrainResult) -> int:
-    """The run's one line (from the main process only: every rank returns a result)."""
+def _done(result: PretrainResult, start: str = "random init") -> int:
+    """The run's one line (from the main process only: every rank returns a result);
+    ``start`` names epoch 0's kNN (the checkpoint of ``run.init``, or random weights)."""
     from moco import dist
 
     if not dist.is_main():
@@ -75,7 +76,7 @@ def _done(result: PretrainResult) -> int:
     init = "n/a" if result.knn_top1_init is None else f"{result.knn_top1_init:.4f}"
     final = "n/a" if result.knn_top1 is None else f"{result.knn_top1:.4f}"
     print(
-        f"done: {result.epochs} epochs, kNN top-1 {final} (random init {init}); "
+        f"done: {result.epochs} epochs, kNN top-1 {final} ({start} {init}); "
         f"run directory {result.run_dir}"
     )
     return 0

@@ -48,6 +48,7 @@ def center_crop_batches(
         shuffle=False,
         num_workers=workers,
         collate_fn=_collate_crops,
+        generator=torch.Generator().manual_seed(0),  # worker seeds: not the global RNG
     )
     for x, y, ok, failed in loader:
         for path, why in failed:

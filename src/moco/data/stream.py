@@ -31,6 +31,7 @@ batches for any number of workers, and a resumed run the same as an uninterrupte
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -60,6 +61,14 @@ class _WithEpoch(Sampler[list[tuple[int, int]]]):
         e = self.batches.epoch
         for batch in self.batches:
             yield [(i, e) for i in batch]
+
+
+def leave_stop_signals_to_the_main_process(worker_id: int) -> None:
+    """A DataLoader worker ignores SIGINT and SIGTERM: a Ctrl-C or a scheduler's SIGTERM
+    reaches every process of the job, and the training process, which saves a checkpoint
+    before it stops, must find its workers still there. It shuts them down itself."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 class StreamingLoader:
@@ -102,6 +111,11 @@ class StreamingLoader:
             pin_memory=pin,
             persistent_workers=workers > 0,
             prefetch_factor=prefetch_factor if workers > 0 else None,
+            worker_init_fn=leave_stop_signals_to_the_main_process,
+            # the workers' base seed comes from here, not from the global RNG: a resumed
+            # run starts its iterator at another point of that RNG's stream, and the
+            # crops depend on (seed, epoch, index) alone anyway
+            generator=torch.Generator().manual_seed(seed),
         )
         self.unreadable: dict[Path, str] = {}
         self.unreadable_in_epoch = 0
