@@ -54,6 +54,13 @@ def local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", "0"))
 
 
+def local_world_size() -> int | None:
+    """How many processes the launcher starts on this node (``LOCAL_WORLD_SIZE`` from
+    torchrun); None when it does not say (no launcher, or variables set by hand)."""
+    value = os.environ.get("LOCAL_WORLD_SIZE")
+    return int(value) if value else None
+
+
 def launched() -> bool:
     """True when a launcher (torchrun) set up the environment for a process group."""
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
@@ -77,14 +84,25 @@ def init_from_env(device: torch.device, timeout_s: float = 600.0) -> bool:
     """Join the process group the launcher describes; NCCL on CUDA, gloo on CPU.
 
     A no-op without a launcher, or when already initialised (so library entry points
-    may all call it). ``timeout_s`` bounds how long a collective waits for a peer that
-    died or hangs before raising (with NCCL, asynchronous error handling turns the
-    timeout into an exception instead of a hang). Returns whether a group is active.
+    may all call it). ``device`` comes from :func:`moco.device.resolve_device` (one GPU
+    per process); it is made the current CUDA device here too. Returns whether a group
+    is active.
+
+    ``timeout_s`` bounds how long a collective waits for a peer that died or hangs, on
+    both backends, but what happens then differs. gloo raises in the waiting process,
+    so the CLI prints which rank stopped and exits 1. NCCL runs collectives
+    asynchronously on the GPU: its watchdog thread finds the timed-out (or failed)
+    collective and, with ``TORCH_NCCL_ASYNC_ERROR_HANDLING=1`` (tear down; set here when
+    unset, and by torchrun), aborts the communicator and the whole process (SIGABRT),
+    because CUDA work queued after a failed collective may read corrupted data. No
+    Python code runs after that: the watchdog's log lines and torchrun's summary
+    (exit code -6) are the message. With the variable at 0 a dead peer hangs forever.
     """
     if is_distributed():
         return True
     if not launched():
         return False
+    # NCCL reads this when the group is created: 1 = abort and tear down on a timeout
     os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":

@@ -150,4 +150,6 @@ def test_a_detectron2_pickle_of_arrays_still_loads(tmp_path, protocol):
         pickle.dump(obj, f, protocol=protocol)
     loaded = load_detectron2(path)
     assert loaded.keys() == model.keys()
-    assert all(np.array_equal(loaded[k], v) and loaded[k].dtype == v.dtype for k, v in model.items())
+    assert all(
+        np.array_equal(loaded[k], v) and loaded[k].dtype == v.dtype for k, v in model.items()
+    )

@@ -104,25 +104,13 @@ def test_stl10_errors_name_the_file(tmp_path):
         load_source(f"stl10:{folder}")
 
 
-def test_pretrain_end_to_end_on_stl10_uses_the_unlabelled_images(tmp_path):
+def test_pretrain_end_to_end_on_stl10_uses_the_unlabelled_images(tmp_path, tiny_config):
     write_stl10(tmp_path / "data", n_train=32, n_test=16, n_unlabelled=32)
-    cfg = load_config(
-        "default",
-        [
-            "model.width=0.125",
-            "model.queue_size=64",
-            "model.bn_splits=2",
-            "optim.batch_size=32",
-            "optim.epochs=1",
-            "augment.size=32",
-            "eval.knn_every=1",
-            "eval.knn_k=5",
-            "run.progress=false",
-            f"run.out_dir={tmp_path / 'runs'}",
-            "run.name=s",
-            f"data.source=stl10:{tmp_path}/data",
-        ],  # fmt: skip
-    )
+    # 64 training images: batch 32 (2 steps), K no more than them, 32 px views, k 5
+    cfg = tiny_config(
+        "model.queue_size=64", "optim.batch_size=32", "augment.size=32", "eval.knn_k=5",
+        data=f"stl10:{tmp_path}/data",
+    )  # fmt: skip
     result = pretrain(cfg)
     derived = json.loads((result.run_dir / "derived.json").read_text())
     assert derived["train_images"] == 64 and derived["steps_per_epoch"] == 2

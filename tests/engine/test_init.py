@@ -148,11 +148,18 @@ def test_another_head_stem_or_channel_count_is_refused(tmp_path, overrides, in_c
 
 
 def test_a_queue_of_another_shape_is_refused_only_when_asked(tmp_path):
-    path = _official(tmp_path / "official.pth.tar", _scramble(_model()))
+    source = _scramble(_model())
+    path = _official(tmp_path / "official.pth.tar", source)
     model = _model("model.queue_size=256")
-    init_from_checkpoint(model, path)  # the encoders fit; the queue is not asked for
-    with pytest.raises(CheckpointError, match=r"it is 128x128 \(dim x K\) and the model's is 128x256"):
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(
+        CheckpointError, match=r"it is 128x128 \(dim x K\) and the model's is 128x256"
+    ):
         init_from_checkpoint(model, path, queue=True)
+    # checked before anything was loaded: the encoders are untouched too
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    init_from_checkpoint(model, path)  # the encoders fit; the queue is not asked for
+    assert _equal(model.encoder_q, source.encoder_q)
 
 
 def test_a_file_without_encoder_q_or_queue_is_named(tmp_path):

@@ -62,6 +62,7 @@ def test_an_official_checkpoint_sees_what_main_lincls_validation_sees(tmp_path):
     ours = build_eval_transform(s.size, s.mean, s.std, s.data.image_size)(
         torch.cat([s.data.train_images, s.data.test_images])
     )
+
     def official(resize: int) -> torch.Tensor:
         t = transforms.Compose(
             [

@@ -20,6 +20,7 @@ import re
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from moco.core.method import ContrastiveMethod
 from moco.encoders.resnet import ARCHS
@@ -41,18 +42,20 @@ def init_from_checkpoint(model: ContrastiveMethod, path: str | Path, queue: bool
     if not src_q:
         raise CheckpointError(f"{where} has no encoder_q.* weights to initialise from")
     src_k = _sub_state(state, "encoder_k")
-    _load_strict(model.encoder_q, src_q, where, "encoder_q")
-    loaded = ["encoder_q"]
+    # what goes where; every key and shape is checked before anything is loaded, so a
+    # refused file leaves the model as it was
+    plan = [("encoder_q", model.encoder_q, src_q, "encoder_q")]
     for name in model.key_names:  # the momentum copies (MoCo, MoCo v3: encoder_k)
-        target = getattr(model, name)
-        if src_k:
-            _load_strict(target, src_k, where, "encoder_k")
-            loaded.append(name)
-        else:
-            target.load_state_dict(model.encoder_q.state_dict(), strict=True)
-            loaded.append(f"{name} (copied from encoder_q)")
-    if queue:
-        loaded.append(_load_queue(model, state, where))
+        plan.append((name, getattr(model, name), src_k or src_q, "encoder_k" if src_k else ""))
+    for _, module, src, src_name in plan:
+        _check(module, src, where, src_name or "encoder_q")
+    queue_state = _check_queue(model, state, where) if queue else None
+    loaded = []
+    for name, module, src, src_name in plan:
+        module.load_state_dict(src, strict=True)
+        loaded.append(name if src_name else f"{name} (copied from encoder_q)")
+    if queue_state is not None:
+        loaded.append(_load_queue(model, *queue_state))
     epoch = ckpt.get("epoch", "?")
     kind = "moco" if "config" in ckpt else "official main_moco.py"
     return (
@@ -66,11 +69,9 @@ def _sub_state(state: dict[str, torch.Tensor], name: str) -> dict[str, torch.Ten
     return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
 
 
-def _load_strict(
-    module: torch.nn.Module, src: dict[str, torch.Tensor], where: str, name: str
-) -> None:
-    """``module.load_state_dict(src, strict=True)`` after checking every key and shape,
-    so that a mismatch is a one-line :class:`CheckpointError` saying what differs."""
+def _check(module: nn.Module, src: dict[str, torch.Tensor], where: str, name: str) -> None:
+    """A one-line :class:`CheckpointError` saying what differs unless ``src`` has exactly
+    ``module``'s keys and shapes (``load_state_dict(strict=True)`` would then succeed)."""
     target = module.state_dict()
     problem = _first_difference(src, target)
     if problem is not None:
@@ -80,7 +81,6 @@ def _load_strict(
             "model.cifar_stem, model.mlp, model.dim (and the data's channels) to the "
             "checkpoint's, or start without run.init"
         )
-    module.load_state_dict(src, strict=True)
 
 
 def _first_difference(src: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> str | None:
@@ -100,11 +100,13 @@ def _first_difference(src: dict[str, torch.Tensor], target: dict[str, torch.Tens
     return None
 
 
-def _load_queue(model: ContrastiveMethod, state: dict[str, torch.Tensor], where: str) -> str:
-    """The checkpoint's queue and pointer into ``model`` (shapes must match)."""
+def _check_queue(
+    model: ContrastiveMethod, state: dict[str, torch.Tensor], where: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The checkpoint's queue and pointer, once their shapes are the model's."""
     buffers = dict(model.named_buffers(recurse=False))
-    mine, mine_ptr = buffers.get("queue"), buffers.get("queue_ptr")
-    if mine is None or mine_ptr is None:
+    mine = buffers.get("queue")
+    if mine is None or "queue_ptr" not in buffers:
         raise CheckpointError(
             f"run.init_queue=true, but model.method={model.name} has no queue to initialise"
         )
@@ -117,10 +119,15 @@ def _load_queue(model: ContrastiveMethod, state: dict[str, torch.Tensor], where:
             f"model's is {_shape(mine)}; set model.dim and model.queue_size to its, or "
             "leave run.init_queue=false"
         )
+    return theirs, ptr
+
+
+def _load_queue(model: ContrastiveMethod, queue: torch.Tensor, ptr: torch.Tensor) -> str:
+    buffers = dict(model.named_buffers(recurse=False))
     with torch.no_grad():
-        mine.copy_(theirs)
-        mine_ptr.copy_(ptr.reshape(mine_ptr.shape))
-    return f"queue ({_shape(theirs)})"
+        buffers["queue"].copy_(queue)
+        buffers["queue_ptr"].copy_(ptr.reshape(buffers["queue_ptr"].shape))
+    return f"queue ({_shape(queue)})"
 
 
 def _describe(state: dict[str, torch.Tensor]) -> str:

@@ -33,13 +33,14 @@ from tqdm import tqdm
 from moco import dist
 from moco.augment.views import PRESETS, override
 from moco.config.schema import Config, ConfigError, apply_overrides, from_yaml, to_yaml
-from moco.core.method import ContrastiveMethod
-from moco.data.interface import Batches, PretrainData, open_data
+from moco.core.method import ContrastiveMethod, StepOutput
+from moco.data.interface import Batches, PretrainData, TrainBatch, open_data
 from moco.device import resolve_device
 from moco.engine import checkpoint as ckpt_io
 from moco.engine import host
 from moco.engine.build import build_model
 from moco.engine.checkpoint import Checkpointer, LoopState, restore_rank_bn, restore_rng
+from moco.engine.init import init_from_checkpoint
 from moco.engine.metrics import MetricsLog
 from moco.engine.optim import build_optimizer
 from moco.engine.plan import RunPlan, plan_run
@@ -214,6 +215,10 @@ def _run(
     )
     plan = plan_run(cfg, data, device)
     parts = build_parts(cfg, plan, data, device)
+    if ckpt is None and cfg.run.init:  # a new run from another run's (or official) weights
+        summary = init_from_checkpoint(parts.model, cfg.run.init, cfg.run.init_queue)
+        if main:
+            tqdm.write(summary)
     if ckpt is not None:
         run_dir = Path(ckpt["path"]).parent
     else:
@@ -348,34 +353,7 @@ def train_one_epoch(
     seen = seen0 = state.epoch_seen
     t0, stats = time.perf_counter(), EpochStats()
     for batch in bar:
-        lr = lr_at(
-            state.step,
-            plan.lr,
-            plan.total_steps,
-            plan.steps_per_epoch,
-            cfg.optim.schedule.value,
-            cfg.optim.milestones,
-            plan.warmup_steps,
-        )
-        for group in parts.optimizer.param_groups:
-            group["lr"] = lr
-        m = momentum_at(
-            state.step, cfg.model.momentum, plan.total_steps, cfg.model.momentum_schedule.value
-        )
-        # x_q, x_k: two independent views (in memory: of the batch; streamed: of its crops)
-        fmt = parts.memory_format
-        x_q, x_k = (parts.views(c).contiguous(memory_format=fmt) for c in batch.crops)
-        out = train_step(
-            parts.model,
-            parts.optimizer,
-            x_q,
-            x_k,
-            parts.scaler,
-            plan.autocast_dtype,
-            online=parts.online,
-            index=batch.index,
-            momentum=m,
-        )
+        out, lr, m = _step(cfg, plan, parts, state, batch)
         b = len(batch.index)
         sums[0] += out.loss.detach().double() * b
         sums[1] += out.correct.double().mean() * b  # 2N anchors if symmetric
@@ -400,6 +378,42 @@ def train_one_epoch(
             state.epoch_sums, state.epoch_seen = sums.tolist(), seen
             return dataclasses.replace(stats, stopped=True)
     return stats
+
+
+def _step(
+    cfg: Config, plan: RunPlan, parts: Parts, state: LoopState, batch: TrainBatch
+) -> tuple[StepOutput, float, float]:
+    """One optimiser step at ``state.step``: the schedules' lr and momentum, the two views,
+    :func:`~moco.engine.step.train_step`. Returns its output, the lr and the momentum."""
+    lr = lr_at(
+        state.step,
+        plan.lr,
+        plan.total_steps,
+        plan.steps_per_epoch,
+        cfg.optim.schedule.value,
+        cfg.optim.milestones,
+        plan.warmup_steps,
+    )
+    for group in parts.optimizer.param_groups:
+        group["lr"] = lr
+    m = momentum_at(
+        state.step, cfg.model.momentum, plan.total_steps, cfg.model.momentum_schedule.value
+    )
+    # x_q, x_k: two independent views (in memory: of the batch; streamed: of its crops)
+    fmt = parts.memory_format
+    x_q, x_k = (parts.views(c).contiguous(memory_format=fmt) for c in batch.crops)
+    out = train_step(
+        parts.model,
+        parts.optimizer,
+        x_q,
+        x_k,
+        parts.scaler,
+        plan.autocast_dtype,
+        online=parts.online,
+        index=batch.index,
+        momentum=m,
+    )
+    return out, lr, m
 
 
 def _log_progress(
