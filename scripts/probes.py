@@ -762,8 +762,16 @@ def main(argv: list[str] | None = None) -> int:
                 p.wait()
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
+    for r in rows:  # paths relative to the scratch directory: shorter, and alike run to run
+        r.message, r.harm = (
+            x.replace(f"{work}/", "").replace(str(work), ".") for x in (r.message, r.harm)
+        )
+    commit = subprocess.run(
+        ["git", "-C", str(src), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()  # read-only
+    at = f"HEAD {commit}, files as on disk; " if commit else ""
     head = (
-        f"Probes against `{src}` (moco {where.out.split()[-1]}), "
+        f"Probes against `{src}` ({at}moco {where.out.split()[-1]}), "
         f"{time.strftime('%Y-%m-%d %H:%M')}, {time.monotonic() - t0:.0f} s; "
         f"{sum(r.ok is True for r in rows)} as asked, {sum(r.ok is False for r in rows)} not, "
         f"{sum(r.ok is None for r in rows)} skipped.\n\n"

@@ -43,7 +43,7 @@ def test_sigterm_mid_epoch_saves_the_step_and_the_resume_is_bitwise_the_full_run
     tiny_idx, tmp_path, monkeypatch, capsys
 ):
     args = ["pretrain", "--data", str(tiny_idx), "--out", str(tmp_path), *TINY_OVERRIDES]
-    args += ["optim.epochs=2", "eval.knn_every=1"]
+    args += ["optim.epochs=2", "eval.knn_every=1", "run.device=cpu"]  # bitwise: CPU
     assert main([*args, "run.name=full"]) == 0
 
     real, calls = train_mod.train_step, [0]
@@ -191,6 +191,7 @@ def test_sigterm_to_a_streamed_run_and_its_workers_saves_and_resumes_bitwise(tmp
     args = ["pretrain", "--data", f"folder:{tmp_path / 'photos'}", "--out", str(tmp_path)]
     args += [*TINY_OVERRIDES, "optim.batch_size=8", "model.queue_size=32", "augment.size=32"]
     args += ["data.stream=true", "data.workers=2", "optim.epochs=2", "eval.knn_every=0"]
+    args += ["run.device=cpu"]  # bitwise: CPU
     assert main([*args, "run.name=full"]) == 0
 
     real, calls = train_mod.train_step, [0]

@@ -1,4 +1,8 @@
-"""`moco` under torchrun on 2 CPU processes (gloo): restarts, faults, evaluation."""
+"""`moco` under torchrun on 2 CPU processes (gloo): restarts, faults, evaluation.
+
+Every run here pins the CPU (``run.device=cpu``, ``--device cpu``): under ``auto`` a
+machine with a GPU would run them on NCCL, where two processes need two GPUs and
+bitwise equalities may differ by cuDNN's non-determinism without a bug."""
 
 from __future__ import annotations
 
@@ -59,7 +63,7 @@ def test_a_killed_worker_restarts_and_resumes_to_the_uninterrupted_weights(tiny_
     """torchrun --max-restarts: the job restarts from the last checkpoint, and the
     resumed 2-process run ends with exactly the weights of an uninterrupted one."""
     args = ["pretrain", "--data", str(tiny_idx), "--out", str(tmp_path), *TINY_OVERRIDES]
-    args += ["optim.epochs=4", "eval.knn_every=2"]
+    args += ["optim.epochs=4", "eval.knn_every=2", "run.device=cpu"]
     finish(torchrun([*args, "run.name=full"], tmp_path / "full.log"), tmp_path / "full.log")
 
     log = tmp_path / "cut.log"
@@ -88,6 +92,7 @@ def test_when_a_rank_dies_or_hangs_the_other_exits_with_a_clear_message(fault, t
     args = ["-m", "moco", "pretrain", "--data", str(tiny_idx), "--out", str(tmp_path)]
     args += TINY_OVERRIDES
     args += ["optim.epochs=50", "eval.knn_every=0", "run.name=r", "run.dist_timeout=5"]
+    args += ["run.device=cpu"]
     port = free_port()
     logs = [tmp_path / f"rank{r}.log" for r in range(2)]
     procs = [
@@ -117,10 +122,10 @@ def test_when_a_rank_dies_or_hangs_the_other_exits_with_a_clear_message(fault, t
 
 
 def test_knn_and_linear_under_torchrun_equal_one_process(tiny_config, tmp_path):
-    cfg = tiny_config("eval.knn_every=0", "run.name=r")
+    cfg = tiny_config("eval.knn_every=0", "run.name=r", "run.device=cpu")
     ckpt = str(pretrain(cfg).checkpoint)
-    lincls = ["lincls", ckpt, "--protocol", "small", "--epochs", "4"]
-    for cmd in (["knn", ckpt, "--k", "20"], lincls):
+    lincls = ["lincls", ckpt, "--protocol", "small", "--epochs", "4", "--device", "cpu"]
+    for cmd in (["knn", ckpt, "--k", "20", "--device", "cpu"], lincls):
         assert cli.main([*cmd, "--out", str(tmp_path / "one.json")]) == 0
         log = tmp_path / "two.log"
         finish(torchrun([*cmd, "--out", str(tmp_path / "two.json")], log), log)

@@ -183,6 +183,9 @@ class RunConfig:
 @dataclass
 class Config:
     preset: str = MISSING  # name of the preset this config started from
+    # the keys the user set (overrides): settings derived from the data set's size
+    # (engine/plan.py::fit_to_data) never change these
+    set_by_user: list[str] = field(default_factory=list)
     model: ModelConfig = field(default_factory=ModelConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -232,6 +235,8 @@ def apply_overrides(cfg: Any, overrides: list[str] | tuple[str, ...] = ()) -> Co
         raise ConfigError(_explain(err)) from None
     obj = OmegaConf.to_object(node)
     assert isinstance(obj, Config)
+    keys = [item.split("=", 1)[0].strip() for item in overrides]
+    obj.set_by_user = sorted({*obj.set_by_user, *keys})
     validate(obj)
     return obj
 

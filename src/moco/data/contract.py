@@ -95,6 +95,11 @@ class PretrainData(Protocol):
     @property
     def num_held_out(self) -> int: ...
 
+    @property
+    def train_class_counts(self) -> list[int]:
+        """Images per class of the labelled training split ([] when unlabelled)."""
+        ...
+
     def mean_std(self, size: int, seed: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
         """Per-channel mean and std in [0, 1] of the training images (streamed: of a seeded
         sample of ``size`` x ``size`` centre crops)."""

@@ -90,6 +90,11 @@ class InMemoryData:
     def num_held_out(self) -> int:
         return len(self.splits.test_images)
 
+    @property
+    def train_class_counts(self) -> list[int]:
+        labels = self.splits.train_labels
+        return [int(c) for c in torch.bincount(labels[labels >= 0]) if c > 0]
+
     def mean_std(self, size: int, seed: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
         """Of every training image (``size`` and ``seed`` are for sampled statistics)."""
         return self.splits.mean_std()

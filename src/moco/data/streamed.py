@@ -10,6 +10,8 @@ the in-memory path stores them: ``size`` x ``size`` centre crops.
 
 from __future__ import annotations
 
+from collections import Counter
+
 from collections.abc import Iterator
 
 import torch
@@ -68,6 +70,10 @@ class StreamedData:
     @property
     def num_held_out(self) -> int:
         return len(self.files.test)
+
+    @property
+    def train_class_counts(self) -> list[int]:
+        return list(Counter(y for _, y in self.files.train if y >= 0).values())
 
     def mean_std(self, size: int, seed: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
         """Of a seeded sample of the training files (:meth:`FileSplits.mean_std`)."""

@@ -43,7 +43,7 @@ from moco.engine.checkpoint import Checkpointer, LoopState, restore_rank_bn, res
 from moco.engine.init import init_from_checkpoint
 from moco.engine.metrics import MetricsLog
 from moco.engine.optim import build_optimizer
-from moco.engine.plan import RunPlan, plan_run
+from moco.engine.plan import RunPlan, fit_to_data, plan_run
 from moco.engine.schedule import lr_at, momentum_at
 from moco.engine.step import train_step
 from moco.errors import CheckpointError, NonFiniteLossError, OutputExistsError, RunInterrupted
@@ -86,6 +86,39 @@ class EpochStats:
     pretext_acc: float = math.nan
     lr: float = math.nan
     stopped: bool = False  # a stop signal ended the epoch early (every rank agrees)
+
+
+class Progress:
+    """Rank 0's two progress lines: the whole run (steps done, time left for all of it)
+    and, under it, the current epoch. Off with ``run.progress=false``."""
+
+    def __init__(self, cfg: Config, plan: RunPlan, state: LoopState) -> None:
+        self.cfg = cfg
+        self.off = not (cfg.run.progress and dist.is_main())
+        self.run = tqdm(
+            total=plan.total_steps,
+            initial=state.step,
+            desc=f"run ({cfg.optim.epochs} epochs)",
+            unit="step",
+            disable=self.off,
+            dynamic_ncols=True,
+            position=0,
+        )
+
+    def epoch_bar(self, batches: Batches, epoch: int, start: int) -> tqdm[TrainBatch]:
+        return tqdm(
+            batches,
+            desc=f"epoch {epoch + 1}/{self.cfg.optim.epochs}",
+            disable=self.off,
+            leave=False,
+            dynamic_ncols=True,
+            initial=start,
+            total=len(batches),
+            position=1,
+        )
+
+    def close(self) -> None:
+        self.run.close()
 
 
 class StopOnSignals:
@@ -213,6 +246,10 @@ def _run(
     data = open_data(
         cfg.data.source, cfg.data.holdout_fraction, cfg.run.seed, load_size, cfg.data.stream
     )
+    if ckpt is None:  # a new run: size-dependent settings the user left to the preset
+        cfg, notes = fit_to_data(cfg, data)
+        if notes and main:
+            tqdm.write(f"fitted to {data.num_pretrain} training images: " + "; ".join(notes))
     plan = plan_run(cfg, data, device)
     parts = build_parts(cfg, plan, data, device)
     if ckpt is None and cfg.run.init:  # a new run from another run's (or official) weights
@@ -273,9 +310,11 @@ def _train_epochs(
     stop signal saves the step reached and raises :class:`~moco.errors.RunInterrupted`."""
     main = dist.is_main()
     parts.model.train()
+    progress = Progress(cfg, plan, state)
     for epoch in range(state.epoch, cfg.optim.epochs):
-        stats = train_one_epoch(cfg, plan, parts, state, epoch, log, saver.path, stop)
+        stats = train_one_epoch(cfg, plan, parts, state, epoch, log, saver.path, stop, progress)
         if stats.stopped:  # mid-epoch: the checkpoint of the step reached
+            progress.close()
             saver.save(state, mid_epoch=True)
             raise _interrupted(stop, state, plan, saver.path)
         state.epoch = done = epoch + 1
@@ -292,7 +331,9 @@ def _train_epochs(
             )
         _warn_if_stuck(stats, state, log)
         if done < cfg.optim.epochs and stop.agreed(torch.device(plan.device)):
+            progress.close()
             raise _interrupted(stop, state, plan, saver.path)
+    progress.close()
 
 
 def build_parts(cfg: Config, plan: RunPlan, data: PretrainData, device: torch.device) -> Parts:
@@ -330,6 +371,7 @@ def train_one_epoch(
     log: MetricsLog | None,
     ckpt_path: Path,
     stop: StopOnSignals | None = None,
+    progress: Progress | None = None,
 ) -> EpochStats:
     """One epoch of steps (from the batch a mid-epoch checkpoint reached); every
     ``run.log_every`` steps (and at the epoch's end) the running means over all ranks
@@ -338,15 +380,8 @@ def train_one_epoch(
     n_batches = len(parts.batches)
     start = state.step - epoch * plan.steps_per_epoch  # 0 unless resumed mid-epoch
     parts.batches.set_epoch(epoch, start)
-    bar = tqdm(
-        parts.batches,
-        desc=f"epoch {epoch + 1}/{cfg.optim.epochs}",
-        disable=not (cfg.run.progress and dist.is_main()),
-        leave=False,
-        dynamic_ncols=True,
-        initial=start,
-        total=n_batches,
-    )
+    progress = progress or Progress(cfg, plan, state)
+    bar = progress.epoch_bar(parts.batches, epoch, start)
     device = torch.device(plan.device)
     # loss sum and correct count of this rank: summed over ranks at log time only
     sums = torch.tensor(state.epoch_sums, device=device, dtype=torch.float64)
@@ -359,6 +394,7 @@ def train_one_epoch(
         sums[1] += out.correct.double().mean() * b  # 2N anchors if symmetric
         seen += b
         state.step += 1
+        progress.run.update()
         last = seen == n_batches * b
         asked = False
         if state.step % cfg.run.log_every == 0 or last:
