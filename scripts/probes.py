@@ -375,43 +375,46 @@ def probe_sigterm(h: Harness) -> list[Row]:
 
 
 def probe_kill_before_checkpoint(h: Harness) -> list[Row]:
-    """SIGKILL once the run directory exists but before its first checkpoint, then
-    ``--resume RUNDIR`` (on one copy) and the same command again (on another)."""
-    name = "kill9"
+    """SIGKILL before the run's first checkpoint, at two moments: as soon as anything is
+    in the run directory, and once its config.yaml is written (during the kNN of the
+    random init, which comes first with eval.knn_every=1). Then ``--resume RUNDIR`` on
+    one copy of what was left, and the same command again on another."""
+
+    def written(run: Path) -> bool:
+        f = run / "config.yaml"
+        return f.is_file() and f.stat().st_size > 0
+
+    moments: list[tuple[str, Callable[[Path], bool]]] = [
+        ("as the run directory appears", lambda run: run.is_dir() and any(run.iterdir())),
+        ("after config.yaml is written", written),
+    ]
+    return [_kill_before_checkpoint(h, i, what, cond) for i, (what, cond) in enumerate(moments)]
+
+
+def _kill_before_checkpoint(h: Harness, i: int, what: str, cond: Callable[[Path], bool]) -> Row:
+    probe = f"SIGKILL before the first checkpoint ({what}), then --resume / re-run"
+    name = f"kill{i}"
     run = h.runs / name
     ckpt = run / "checkpoint.pth.tar"
-    # eval.knn_every=1: the kNN of the random init comes before the first checkpoint
     argv = h.pretrain_argv("eval.knn_every=1", data=h.long, name=name)
     p, out, err = h.start(*argv, name=name)
-    appeared = _wait_for(
-        lambda: (run.is_dir() and any(run.iterdir())) or p.poll() is not None, h.timeout, poll=0.005
-    )
-    window = appeared and p.poll() is None and not ckpt.exists()
+    hit = _wait_for(lambda: cond(run) or p.poll() is not None, h.timeout, poll=0.002)
+    window = hit and p.poll() is None and not ckpt.exists()
     p.kill()
     _finish(p, out, err, 30)
     if not run.is_dir():
-        return [
-            Row(
-                "SIGKILL before the first checkpoint", "-", "no run directory appeared", "n/a", None
-            )
-        ]
-    note = "" if window else " (window missed: a checkpoint was already there)"
+        return Row(probe, "-", "no run directory appeared", "n/a", None)
+    left = ", ".join(sorted(f.name for f in run.iterdir()))
+    note = f" [left: {left}]" if window else " [missed: a checkpoint was already there]"
     other = h.work / "runs-copy"
-    shutil.copytree(h.runs / name, other / name)
+    shutil.copytree(run, other / name)
     resumed = h.moco("pretrain", "--resume", str(run))
     again = h.moco(*h.pretrain_argv("eval.knn_every=1", data=h.long, out=other, name=name))
-    msg = f"--resume: {message(resumed)} | re-run: {message(again)}{note}"
+    msg = f"--resume: {message(resumed)} \u2016 re-run: {message(again)}{note}"
     usable = resumed.rc == 0 or again.rc == 0
     harm = "no" if usable else "yes: the run directory can be neither resumed nor re-run"
-    return [
-        Row(
-            "SIGKILL before the first checkpoint, then --resume / re-run",
-            f"{rc(resumed)} / {rc(again)}",
-            msg,
-            harm,
-            usable and clean(resumed) and clean(again),
-        )
-    ]
+    ok = usable and clean(resumed) and clean(again)
+    return Row(probe, f"{rc(resumed)} / {rc(again)}", msg, harm, ok)
 
 
 def probe_same_second(h: Harness) -> list[Row]:
@@ -667,24 +670,21 @@ def probe_edited_config(h: Harness) -> list[Row]:
     d = h.moco("pretrain", "--resume", str(run))
     ck = h.checkpoint(run / "checkpoint.pth.tar")
     epoch = ck.get("epoch") if isinstance(ck, dict) else None
-    kept = cfg.exists() and cfg.read_text() == edited
+    # where the edit is now: config.yaml itself, or a copy kept aside under another name
+    holders = [f.name for f in run.iterdir() if f.is_file() and f.read_bytes() == edited.encode()]
+    notes = [ln for ln in (d.out + d.err).splitlines() if "config.yaml" in ln]
+    said = notes[0].strip() if notes else message(d)
+    probe = "hand-edited config.yaml (optim.epochs 1->2), then --resume"
     if d.rc == 0 and epoch == 2:
-        harm, ok = "no: the edit was applied (trained to epoch 2)", True
-    elif d.rc == 0:
-        what = "config.yaml rewritten" if not kept else "config.yaml left edited"
-        harm, ok = f"yes: the edit was silently ignored ({what}, epoch {epoch})", False
-    else:
-        harm = "no (refused, config.yaml kept)" if kept else "yes: config.yaml changed"
-        ok = kept and clean(d) and "config.yaml" in message(d)
-    return [
-        Row(
-            "hand-edited config.yaml (optim.epochs 1->2), then --resume",
-            rc(d),
-            message(d),
-            harm,
-            ok,
-        )
-    ]
+        return [Row(probe, rc(d), said, "no: the edit was applied (trained to epoch 2)", True)]
+    if d.rc == 0:
+        if not holders:
+            harm = f"yes: the edit was overwritten, nothing said (epoch {epoch})"
+        else:
+            harm = f"no: the edit is in {', '.join(holders)}; the run went on (epoch {epoch})"
+        return [Row(probe, rc(d), said, harm, bool(holders and notes))]
+    harm = f"no (refused; the edit is in {', '.join(holders)})" if holders else "yes: edit gone"
+    return [Row(probe, rc(d), said, harm, bool(holders) and clean(d) and bool(notes))]
 
 
 PROBES: dict[str, Callable[[Harness], list[Row]]] = {

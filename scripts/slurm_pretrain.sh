@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # MoCo v2 pre-training on SLURM: N nodes x 8 GPUs, one torchrun per node.
 #
-#   sbatch --nodes 2 scripts/slurm_pretrain.sh --data folder:/data/train run.name=v2-r50
+#   sbatch --nodes 2 scripts/slurm_pretrain.sh --data folder:/data/imagenet run.name=v2-r50
 #
-# (File sources are decoded into memory at data.load_size for now; the streaming
-# worker path for ImageNet-sized folders is not wired up yet, see the README.)
-# Every node's torchrun meets the others at the first node of the allocation (c10d
-# rendezvous); torchrun starts one worker per GPU. The batch (optim.batch_size) and
-# BN groups (model.bn_splits) in the config are global: 16 GPUs need bn_splits to be
-# a multiple of 16, e.g. model.bn_splits=16 for one BN group per GPU. --max-restarts
-# restarts every worker from the last checkpoint when one fails (needs run.name).
+# The images are streamed (data.stream=true): each GPU's process decodes its share of
+# every step in data.workers DataLoader worker processes. Decoded into memory, each of
+# the 8 processes of a node would hold all of ImageNet at 224 px (193 GB; a run in
+# memory refuses when the node cannot hold that). Each process trains on the GPU of its
+# LOCAL_RANK (run.device=auto). Every node's torchrun meets the others at the first node
+# of the allocation (c10d rendezvous); torchrun starts one worker per GPU. The batch
+# (optim.batch_size) and BN groups (model.bn_splits) in the config are global: 16 GPUs
+# need bn_splits to be a multiple of 16, e.g. model.bn_splits=16 for one BN group per
+# GPU. --max-restarts restarts every worker from the last checkpoint when one fails
+# (needs run.name); a hung or dead peer aborts the others after run.dist_timeout
+# (NCCL's watchdog, see the README's "Faults").
 #SBATCH --job-name=moco
 #SBATCH --ntasks-per-node=1
 #SBATCH --gpus-per-node=8
@@ -19,7 +23,8 @@
 set -euo pipefail
 
 head_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
-export OMP_NUM_THREADS=$((SLURM_CPUS_PER_TASK / 8))
+per_gpu=$((SLURM_CPUS_PER_TASK / 8))  # CPU cores for each GPU's process and its workers
+export OMP_NUM_THREADS=$per_gpu
 
 srun torchrun \
     --nnodes "$SLURM_JOB_NUM_NODES" \
@@ -28,4 +33,5 @@ srun torchrun \
     --rdzv_backend c10d \
     --rdzv_endpoint "$head_node:29500" \
     --max-restarts 3 \
-    -m moco pretrain --preset moco_v2_imagenet "model.bn_splits=$((SLURM_JOB_NUM_NODES * 8))" "$@"
+    -m moco pretrain --preset moco_v2_imagenet "model.bn_splits=$((SLURM_JOB_NUM_NODES * 8))" \
+    data.stream=true "data.workers=$((per_gpu > 1 ? per_gpu - 1 : 1))" "$@"

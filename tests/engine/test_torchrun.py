@@ -126,10 +126,12 @@ def test_knn_and_linear_under_torchrun_equal_one_process(tiny_config, tmp_path):
     ckpt = str(pretrain(cfg).checkpoint)
     lincls = ["lincls", ckpt, "--protocol", "small", "--epochs", "4", "--device", "cpu"]
     for cmd in (["knn", ckpt, "--k", "20", "--device", "cpu"], lincls):
-        assert cli.main([*cmd, "--out", str(tmp_path / "one.json")]) == 0
+        # one result file per command: a file holding another command's result is refused
+        one_out, two_out = (tmp_path / f"{cmd[0]}-{n}.json" for n in ("one", "two"))
+        assert cli.main([*cmd, "--out", str(one_out)]) == 0
         log = tmp_path / "two.log"
-        finish(torchrun([*cmd, "--out", str(tmp_path / "two.json")], log), log)
-        one, two_r = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
+        finish(torchrun([*cmd, "--out", str(two_out)], log), log)
+        one, two_r = (json.loads(f.read_text()) for f in (one_out, two_out))
         key = "top1" if cmd[0] == "knn" else "test_top1"
         assert two_r[key] == pytest.approx(one[key], abs=1e-9), cmd[0]
 

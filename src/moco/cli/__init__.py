@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="moco",
-        description="Momentum Contrast (MoCo v1/v2) self-supervised pre-training.",
+        description="Momentum Contrast (MoCo v1, v2, v3), SimCLR and the paper's end-to-end and "
+        "memory-bank baselines: self-supervised pre-training and its evaluation.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

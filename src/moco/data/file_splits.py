@@ -18,7 +18,7 @@ import torch
 from moco.data.center_crop import chw, decode_center_crop, decode_threads, map_ordered
 from moco.data.decode import Decoded, read_image
 from moco.data.listing import list_files
-from moco.data.sources import parse_source
+from moco.data.sources import Source, resolve_source
 from moco.data.splits import BUNDLED, FILE_KINDS, hold_out
 from moco.errors import DataSourceError
 
@@ -82,7 +82,8 @@ class FileSplits:
 
 
 def list_source(spec: str, holdout_fraction: float = 0.1, seed: int = 0) -> FileSplits:
-    """The files of a ``folder:`` / ``images:`` / ``filelist:`` source and its split.
+    """The files of a ``folder:`` / ``images:`` / ``filelist:`` source and its split; a
+    bare path is recognised as :func:`moco.data.sources.load_source` recognises it.
 
     The listing is :func:`moco.data.listing.list_files`' (a missing or empty source fails
     here, with its message). A source without a held-out split holds out
@@ -93,14 +94,16 @@ def list_source(spec: str, holdout_fraction: float = 0.1, seed: int = 0) -> File
     before it reads them, and splits the listing.) Only a sample of files is opened:
     to choose the mode.
     """
-    kind, path = ("bundled", Path(BUNDLED)) if spec == BUNDLED else parse_source(spec)
+    source = Source("bundled", Path(BUNDLED)) if spec == BUNDLED else resolve_source(spec)
+    kind, path = source.kind, source.path
     if kind not in FILE_KINDS:
+        detected = f" (detected: {kind}, {source.detected})" if source.detected else ""
         raise DataSourceError(
-            f"data source {spec!r}: only image files can be streamed "
+            f"data source {spec!r}{detected}: only image files can be streamed "
             f"({', '.join(k + ':PATH' for k in FILE_KINDS)}); {kind} data is loaded into memory"
         )
     listing = list_files(kind, path)
-    name = f"{kind} {path}"
+    name = source.label(spec, f"{kind} {path}")
     if listing.test is not None:
         train, test, how = listing.train, listing.test, listing.held_out
     else:

@@ -20,10 +20,19 @@ files and folders (``.name``) and other extensions are ignored. A file list name
 files explicitly, so every line is read whatever its extension. Both the in-memory path
 (:mod:`moco.data.folder`) and the streamed one (:mod:`moco.data.file_splits`) start from
 this listing.
+
+A bare path (no ``KIND:``) is recognised by :func:`detect_layout`, with the rules above
+read as a test: a folder whose sub-folders (at least two, or ``train/`` + ``val/``) all
+hold images and which holds no loose image is a ``folder``; any other tree with images
+is ``images`` (unlabelled); a text file whose first lines name image files is a
+``filelist``. A tree of images that happen to be sorted into sub-folders (by date, say)
+reads as classes: the detected kind is printed with its reason, and ``images:PATH``
+forces the other reading.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -44,6 +53,8 @@ _LAYOUT = {
     "followed by an integer label",
 }
 _LABELLED_LINE = re.compile(r"(?P<path>.*\S)\s+(?P<label>[+-]?\d+)")
+_PEEK_BYTES = 1 << 16  # of a file, to tell a file list from anything else
+_PEEK_LINES = 20  # entries of a file list checked for naming images
 
 
 @dataclass
@@ -81,6 +92,116 @@ def list_files(kind: str, path: Path) -> Listing:
     return Listing(train, None, classes)
 
 
+def detect_layout(path: Path) -> tuple[str, str] | None:
+    """(kind, why) when the existing ``path`` reads as an image-file source (module
+    docstring), else None; ``why`` says what was found, e.g. "3 class sub-folders".
+
+    Cheap on large trees: each sub-folder is searched only until its first image, and a
+    file only in its first :data:`_PEEK_BYTES`."""
+    if path.is_file():
+        return _detect_filelist(path)
+    if not path.is_dir():
+        return None
+    held = next((s for s in ("val", "test") if (path / s).is_dir()), None)
+    if (path / "train").is_dir() and held is not None:
+        classes = _class_dirs(path / "train")
+        if classes:
+            return "folder", f"train/ and {held}/ with {_plural(len(classes), 'class sub-folder')}"
+    root = path / "train" if (path / "train").is_dir() and _subdirs(path) == ["train"] else path
+    classes = _class_dirs(root)
+    if classes and len(classes) > 1:
+        inside = "train/ with " if root != path else ""
+        return "folder", f"{inside}{_plural(len(classes), 'class sub-folder')}"
+    if not _has_image(path):
+        return None
+    return "images", _why_unlabelled(path)
+
+
+def _class_dirs(root: Path) -> list[str] | None:
+    """The sub-folders of ``root`` when each holds an image and no image lies loose in
+    ``root`` (``folder:``'s layout), else None."""
+    subdirs = _subdirs(root)
+    if not subdirs or _loose_images(root):
+        return None
+    return subdirs if all(_has_image(root / d) for d in subdirs) else None
+
+
+def _why_unlabelled(path: Path) -> str:
+    """Why a tree with images is not one folder per class, for :func:`detect_layout`."""
+    subdirs, loose = _subdirs(path), _loose_images(path)
+    if not subdirs:
+        return f"{_plural(len(loose), 'image file')}, no sub-folders: unlabelled"
+    if loose:
+        return (
+            f"{_plural(len(loose), 'image')} beside {_plural(len(subdirs), 'sub-folder')}, "
+            "not one folder per class: unlabelled"
+        )
+    if len(subdirs) == 1:
+        return f"one sub-folder ({subdirs[0]}/), no classes to tell apart: unlabelled"
+    empty = next(d for d in subdirs if not _has_image(path / d))
+    return f"sub-folder {empty}/ holds no image, not one folder per class: unlabelled"
+
+
+def _detect_filelist(path: Path) -> tuple[str, str] | None:
+    """("filelist", why) when the text at the start of ``path`` names image files: each
+    of its first :data:`_PEEK_LINES` entries has an image extension or is a file."""
+    if path.suffix.lower() in IMAGE_EXTENSIONS:
+        return None  # one image, not a list of them
+    try:
+        with path.open("rb") as f:
+            raw = f.read(_PEEK_BYTES)
+    except OSError:
+        return None
+    if b"\0" in raw:
+        return None  # binary
+    text = raw.decode("utf-8", errors="replace")
+    lines = text.splitlines()
+    if len(raw) == _PEEK_BYTES:
+        lines = lines[:-1]  # the last line may be cut short
+    entries = [s for s in (line.strip() for line in lines) if s and not s.startswith("#")]
+    entries = entries[:_PEEK_LINES]
+    if not entries or "\ufffd" in "".join(entries):
+        return None
+    labelled = 0
+    for line in entries:
+        m = _LABELLED_LINE.fullmatch(line)
+        file = Path(m["path"] if m else line).expanduser()
+        file = file if file.is_absolute() else path.parent / file
+        if file.suffix.lower() not in IMAGE_EXTENSIONS and not file.is_file():
+            return None
+        labelled += m is not None
+    how = "with labels" if labelled == len(entries) else "without labels"
+    return "filelist", f"a text file of image paths, {how}"
+
+
+def _has_image(root: Path) -> bool:
+    """Whether an image file lies anywhere below ``root`` (hidden ones skipped). Stops at
+    the first: a folder is read entry by entry (``os.scandir``), so a class folder of
+    thousands of images costs a few entries, and sub-folders are searched only when the
+    folder itself holds no image."""
+    subdirs = []
+    try:
+        with os.scandir(root) as entries:
+            for e in entries:
+                if e.name.startswith("."):
+                    continue
+                if e.is_dir(follow_symlinks=False):  # as find_images: no loops
+                    subdirs.append(e.path)
+                elif Path(e.name).suffix.lower() in IMAGE_EXTENSIONS and e.is_file():
+                    return True
+    except OSError:
+        return False
+    return any(_has_image(Path(d)) for d in subdirs)
+
+
+def _loose_images(root: Path) -> list[Path]:
+    return [p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def find_images(root: Path) -> list[Path]:
     """Image files below ``root`` at any depth, sorted; hidden files and folders skipped."""
     out = []
@@ -99,7 +220,7 @@ def _subdirs(root: Path) -> list[str]:
 
 def _class_folders(root: Path) -> tuple[tuple[str, ...], list[tuple[Path, int]]]:
     classes = tuple(_subdirs(root))
-    loose = [p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+    loose = _loose_images(root)
     if not classes:
         hint = f" ({len(loose)} images lie in it: read them unlabelled as images:{root})"
         raise DataSourceError(

@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 def curves(records: list[dict[str, Any]], path: Path) -> None:
@@ -23,14 +24,15 @@ def curves(records: list[dict[str, Any]], path: Path) -> None:
         (axes[0, 1], "pretext_acc", "pretext (K+1)-way top-1"),
         (axes[1, 0], "lr", "learning rate"),
     ):
-        ax.plot(steps, [r[key] for r in train], lw=1)
+        ax.plot(steps, [r[key] for r in train], lw=1, marker="o" if len(train) < 30 else None, ms=3)
         ax.set_title(title)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
     ax = axes[1, 1]
     ax.plot([r["epoch"] for r in knn], [r["top1"] for r in knn], "o-")
-    ax.set_title("kNN top-1 on the held-out split (epoch 0 = random init)")
+    ax.set_title("kNN top-1, held-out split (epoch 0 = random init)")
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
@@ -38,16 +40,33 @@ def curves(records: list[dict[str, Any]], path: Path) -> None:
 
 
 def embedding_scatter(
-    xy: np.ndarray, labels: np.ndarray, class_names: list[str], path: Path, title: str
+    xy: np.ndarray,
+    labels: np.ndarray,
+    class_names: list[str],
+    path: Path,
+    title: str,
+    ringed: np.ndarray | None = None,
 ) -> None:
-    """2-D points coloured by class."""
+    """2-D points ``xy`` (N, 2) coloured by class: ``labels`` (N,) index ``class_names``,
+    -1 (an unlabelled source) is grey. ``ringed`` (N,) bool marks points drawn larger
+    with a black ring (the held-out ones, when training images fill out a small split).
+    The legend names the classes present, up to 20 of them."""
     fig, ax = plt.subplots(figsize=(7.5, 6.5))
     cmap = plt.get_cmap("tab10" if len(class_names) <= 10 else "tab20")
-    for c, name in enumerate(class_names):
+    size = float(np.clip(4000 / max(len(xy), 1), 4, 40))  # few points: larger dots
+    ring = np.zeros(len(xy), bool) if ringed is None else ringed
+    groups = [(c, name, cmap(c % cmap.N)) for c, name in enumerate(class_names)]
+    present = [g for g in groups if (labels == g[0]).any()]
+    for c, name, colour in [*present, (-1, "no label", "grey")]:
         m = labels == c
-        ax.scatter(xy[m, 0], xy[m, 1], s=4, color=cmap(c % cmap.N), label=name)
-    ax.legend(markerscale=4, fontsize=8, loc="best")
-    ax.set_title(title)
+        if not m.any():
+            continue
+        ax.scatter(xy[m & ~ring, 0], xy[m & ~ring, 1], s=size, color=colour, label=name)
+        ax.scatter(xy[m & ring, 0], xy[m & ring, 1], s=3 * size, color=colour,
+                   edgecolors="black", linewidths=1.0)  # fmt: skip
+    if len(present) <= 20:
+        ax.legend(markerscale=max(1.0, 16 / size), fontsize=8, loc="best")
+    ax.set_title(title, fontsize=10)
     ax.set_xticks([])
     ax.set_yticks([])
     fig.tight_layout()
@@ -61,26 +80,39 @@ def retrieval_grid(
     neighbours: np.ndarray,
     neighbour_labels: np.ndarray,
     path: Path,
+    class_names: list[str] | None = None,
 ) -> None:
-    """One row per query (first column), then its nearest training images; a neighbour
-    framed green shares the query's label, red does not. Images: (R, H, W) or (R, H, W, 3)."""
+    """One row per query (first column, named by its class when ``class_names`` is given),
+    then its nearest training images; a neighbour framed green shares the query's label,
+    red does not, grey when the query has no label (-1). Images: (R, H, W) or
+    (R, H, W, 3); any R >= 1 and any number of neighbours >= 1."""
     rows, k = neighbours.shape[:2]
-    fig, axes = plt.subplots(rows, k + 1, figsize=(1.2 * (k + 1), 1.25 * rows))
+    fig, axes = plt.subplots(rows, k + 1, figsize=(1.2 * (k + 1), 1.25 * rows + 0.2), squeeze=False)
     cmap = "gray" if queries.ndim == 3 else None
     for r in range(rows):
-        cells = [(queries[r], None)] + [
-            (neighbours[r, j], neighbour_labels[r, j] == query_labels[r]) for j in range(k)
+        labelled = query_labels[r] >= 0
+        cells = [(queries[r], "black")] + [
+            (neighbours[r, j], _frame(labelled, neighbour_labels[r, j] == query_labels[r]))
+            for j in range(k)
         ]
-        for j, (img, same) in enumerate(cells):
+        for j, (img, colour) in enumerate(cells):
             ax = axes[r, j]
             ax.imshow(img, cmap=cmap)
             ax.set_xticks([])
             ax.set_yticks([])
-            colour = "black" if same is None else ("tab:green" if same else "tab:red")
             for side in ax.spines.values():
                 side.set_edgecolor(colour)
-                side.set_linewidth(3 if same is not None else 1)
-        axes[r, 0].set_ylabel("query", fontsize=7)
+                side.set_linewidth(1 if j == 0 else 3)
+        name = "query"
+        if class_names is not None and 0 <= query_labels[r] < len(class_names):
+            name = class_names[int(query_labels[r])]
+        axes[r, 0].set_ylabel(name, fontsize=7)
     fig.tight_layout(pad=0.3)
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def _frame(labelled: bool, same: bool) -> str:
+    if not labelled:
+        return "tab:gray"
+    return "tab:green" if same else "tab:red"

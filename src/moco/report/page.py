@@ -1,10 +1,31 @@
-"""``moco report RUN_DIR``: ``report.html`` (PNGs embedded) plus the PNGs in ``report/``."""
+"""``moco report RUN_DIR``: ``report.html`` (PNGs embedded) plus the PNGs in ``report/``.
+
+Works for any held-out size: the t-SNE's perplexity follows the number of points
+(at most 30, the common default, and at most a third of the points, below sklearn's
+limit of the point count); a held-out split of fewer than :data:`MIN_TSNE_POINTS`
+images is filled out with training images (drawn ringed apart: the held-out ones), and
+a data set of fewer images in all has no t-SNE, with a note. The retrieval grid shows
+at most as many queries as there are held-out images and neighbours as training
+images. The legend and the grid name the classes by the data set's class names (folder
+names, CIFAR's meta file, ...), by number where it has none.
+
+Written atomically: the figures and the page are made in a hidden temporary folder of
+the run and moved into place when all of them exist, so a report that fails leaves
+nothing behind and the previous report as it was. Each stage prints one line (``log``)
+as it starts: on a loaded machine a report takes minutes, mostly features and t-SNE.
+"""
 
 from __future__ import annotations
 
 import base64
 import html
 import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +40,17 @@ from moco.errors import NotARunError
 from moco.eval.features import extract_features
 from moco.report import figures
 from moco.runs.load import EvalSetup, load_for_eval
+
+MIN_TSNE_POINTS = 10  # fewer points in all: no t-SNE (a 2-D map of so few says nothing)
+MAX_PERPLEXITY = 30.0
+STAGES = 6  # the lines write_report prints
+
+Log = Callable[[str], None]
+
+
+def say(line: str) -> None:
+    """The default ``log`` of :func:`write_report`: a line on stdout, at once."""
+    print(line, flush=True)
 
 
 def _results(run_dir: Path) -> list[dict[str, str]]:
@@ -69,30 +101,94 @@ def _img(path: Path) -> str:
 
 
 def write_report(
-    run_dir: str | Path, max_points: int = 2000, queries: int = 8, k: int = 8, seed: int = 0
+    run_dir: str | Path,
+    max_points: int = 2000,
+    queries: int = 8,
+    k: int = 8,
+    seed: int = 0,
+    log: Log = say,
 ) -> Path:
-    """Write ``RUN_DIR/report.html`` and ``RUN_DIR/report/*.png``; returns the page's path."""
+    """Write ``RUN_DIR/report.html`` and ``RUN_DIR/report/*.png``; returns the page's path.
+
+    ``max_points`` held-out images at most in the t-SNE, ``queries`` rows of ``k``
+    neighbours in the retrieval grid (fewer where the data has fewer). ``log`` gets one
+    line per stage. Atomic (module docstring): on any failure the run directory is left
+    as it was.
+    """
     run_dir = Path(run_dir)
     if not (run_dir / "metrics.jsonl").exists():
         raise NotARunError(f"{run_dir} is not a run directory (no metrics.jsonl)")
-    out = run_dir / "report"
-    out.mkdir(exist_ok=True)
-    figures.curves(read_metrics(run_dir), out / "curves.png")
-    s = load_for_eval(run_dir)
-    _feature_figures(s, out, max_points, queries, k, seed)
-    path = run_dir / "report.html"
-    path.write_text(_page(run_dir, s, out, k))
-    return path
+    stage = _Stages(log)
+    tmp = Path(tempfile.mkdtemp(prefix=".report-", dir=run_dir))
+    try:
+        out = tmp / "report"
+        out.mkdir()
+        records = read_metrics(run_dir)
+        stage(f"training curves ({len(records)} metric records)")
+        figures.curves(records, out / "curves.png")
+        stage("reading the checkpoint and its data")
+        s = load_for_eval(run_dir)
+        sections = _feature_figures(s, out, max_points, queries, k, seed, stage)
+        stage("page")
+        (tmp / "report.html").write_text(_page(run_dir, s, out, sections))
+        _publish(tmp, run_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return run_dir / "report.html"
+
+
+class _Stages:
+    """Numbers the stage lines and says how long the report has taken so far."""
+
+    def __init__(self, log: Log) -> None:
+        self.log, self.n, self.start = log, 0, time.monotonic()
+
+    def __call__(self, what: str) -> None:
+        self.n += 1
+        elapsed = time.monotonic() - self.start
+        self.log(f"report {self.n}/{STAGES} ({elapsed:.0f} s): {what}")
+
+
+def _publish(tmp: Path, run_dir: Path) -> None:
+    """Move ``tmp/report/`` and ``tmp/report.html`` into ``run_dir`` by renames (the
+    previous ``report/`` goes into ``tmp``, which the caller removes); the page last, so
+    it appears only once its figures are in place."""
+    if (run_dir / "report").exists():
+        (run_dir / "report").rename(tmp / "previous")
+    (tmp / "report").rename(run_dir / "report")
+    os.replace(tmp / "report.html", run_dir / "report.html")
+
+
+@dataclass
+class _Sections:
+    """What the page says about the feature figures."""
+
+    tsne: str  # the paragraph of the t-SNE section (why it is missing, when it is)
+    tsne_drawn: bool
+    retrieval: str  # the paragraph above the retrieval grid
+
+
+def class_names(s: EvalSetup) -> list[str]:
+    """The data set's class names by label; numbers where the source has none (an IDX
+    directory of Fashion-MNIST, recognised by its name, gets that data set's names)."""
+    n = max(s.data.num_classes, 0)
+    if s.data.classes is not None and len(s.data.classes) >= n:
+        return list(s.data.classes)
+    if n == 10 and "ashion" in s.data.name:
+        return list(FASHION_MNIST_CLASSES)
+    return [str(c) for c in range(n)]
 
 
 def _feature_figures(
-    s: EvalSetup, out: Path, max_points: int, queries: int, k: int, seed: int
-) -> None:
+    s: EvalSetup, out: Path, max_points: int, queries: int, k: int, seed: int, stage: Log
+) -> _Sections:
     """tsne.png (held-out features by class) and retrieval.png (nearest training images)."""
     encoder = as_encoder(s.encoder.eval())  # a ResNet or a ViT
     tf = build_eval_transform(s.size, s.mean, s.std, s.data.image_size)
     g = torch.Generator().manual_seed(seed)
     pick = torch.randperm(len(s.data.test_images), generator=g)[:max_points]
+    n_train = len(s.data.train_images)
+    stage(f"features of {len(pick)} held-out and {n_train} training images")
     with torch.no_grad():
         test = F.normalize(
             extract_features(encoder.forward_features, s.data.test_images[pick], tf), dim=1
@@ -101,33 +197,74 @@ def _feature_figures(
             extract_features(encoder.forward_features, s.data.train_images, tf), dim=1
         )
     labels = s.data.test_labels[pick].numpy()
-    names = [str(c) for c in range(s.data.num_classes)]
-    if s.data.num_classes == 10 and "ashion" in s.data.name:
-        names = list(FASHION_MNIST_CLASSES)
+    names = class_names(s)
 
-    from sklearn.manifold import TSNE
+    # t-SNE: the held-out images, filled out with training images when they are few
+    points, point_labels, ringed = test, labels, np.ones(len(pick), bool)
+    extra = 0
+    if len(pick) < MIN_TSNE_POINTS:
+        more = torch.randperm(n_train, generator=g)[: max(max_points - len(pick), 0)]
+        extra = len(more)
+        points = torch.cat([test, train[more]])
+        point_labels = np.concatenate([labels, s.data.train_labels[more].numpy()])
+        ringed = np.arange(len(points)) < len(pick)
+    n = len(points)
+    if n < MIN_TSNE_POINTS:
+        stage(f"t-SNE skipped: {n} images in all, fewer than {MIN_TSNE_POINTS}")
+        tsne = (
+            f"No t-SNE: the data set has {n} images in all, fewer than {MIN_TSNE_POINTS}; "
+            "a 2-D map of so few points says nothing."
+        )
+        drawn = False
+    else:
+        perplexity = min(MAX_PERPLEXITY, (n - 1) / 3)
+        what = f"{len(pick)} held-out images"
+        if extra:
+            what = f"{len(pick)} held-out (ringed) and {extra} training images"
+        stage(f"t-SNE of {what} (perplexity {perplexity:.3g})")
+        from sklearn.manifold import TSNE
 
-    xy = TSNE(n_components=2, init="pca", random_state=seed, perplexity=30).fit_transform(
-        test.numpy()
-    )
-    figures.embedding_scatter(
-        xy,
-        labels,
-        names,
-        out / "tsne.png",
-        f"t-SNE of {len(pick)} held-out images (pooled backbone features)",
-    )
+        xy = TSNE(
+            n_components=2, init="pca", random_state=seed, perplexity=perplexity
+        ).fit_transform(points.numpy())
+        figures.embedding_scatter(
+            xy, point_labels, names, out / "tsne.png",
+            f"t-SNE of {what}\n(pooled backbone features, perplexity {perplexity:.3g})",
+            ringed=ringed if extra else None,
+        )  # fmt: skip
+        tsne = f"t-SNE of the pooled backbone features of {what}, coloured by class."
+        if extra:
+            tsne += (
+                f" The held-out split has only {len(pick)} images (fewer than "
+                f"{MIN_TSNE_POINTS}), so training images fill the map out: pre-training "
+                "saw them, without their labels."
+            )
+        drawn = True
 
-    sim = test[:queries] @ train.t()
-    nn_idx = sim.topk(k, dim=1).indices
+    rows, k = min(queries, len(pick)), min(k, n_train)
+    stage(f"retrieval: {rows} held-out queries, {k} nearest training images each")
+    nn_idx = (test[:rows] @ train.t()).topk(k, dim=1).indices
     found = _pics(s.data.train_images[nn_idx.flatten()])
     figures.retrieval_grid(
-        _pics(s.data.test_images[pick[:queries]]),
-        labels[:queries],
-        found.reshape(queries, k, *found.shape[1:]),
+        _pics(s.data.test_images[pick[:rows]]),
+        labels[:rows],
+        found.reshape(rows, k, *found.shape[1:]),
         s.data.train_labels[nn_idx].numpy(),
         out / "retrieval.png",
+        class_names=names,
     )
+    retrieval = (
+        f"Each row: a held-out query (first column, named by its class), then its {k} "
+        "nearest training images by cosine similarity of pooled backbone features; green "
+        "frame: same class as the query, red: another."
+    )
+    if bool((labels < 0).all()):
+        retrieval = (
+            f"Each row: a held-out query (first column), then its {k} nearest training "
+            "images by cosine similarity of pooled backbone features (the data has no labels "
+            "to frame them by)."
+        )
+    return _Sections(tsne, drawn, retrieval)
 
 
 def _pics(x: torch.Tensor) -> np.ndarray:
@@ -136,7 +273,7 @@ def _pics(x: torch.Tensor) -> np.ndarray:
     return arr[:, 0] if arr.shape[1] == 1 else arr.transpose(0, 2, 3, 1)
 
 
-def _page(run_dir: Path, s: EvalSetup, out: Path, k: int) -> str:
+def _page(run_dir: Path, s: EvalSetup, out: Path, sections: _Sections) -> str:
     """The self-contained HTML page (figures embedded)."""
     cfg = (run_dir / "config.yaml").read_text()
     columns = ("result", "value", "settings", "data")
@@ -144,6 +281,9 @@ def _page(run_dir: Path, s: EvalSetup, out: Path, k: int) -> str:
         "<tr>" + "".join(f"<td>{html.escape(r[c])}</td>" for c in columns) + "</tr>"
         for r in _results(run_dir)
     )
+    tsne = f"<p>{html.escape(sections.tsne)}</p>"
+    if sections.tsne_drawn:
+        tsne += _img(out / "tsne.png")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>moco report: {html.escape(run_dir.name)}</title>
 <style>
@@ -159,10 +299,9 @@ held-out: {html.escape(s.data.held_out)}).</p>
 <h2>Results</h2>
 <table><tr><th>result</th><th>value</th><th>settings</th><th>data</th></tr>{rows}</table>
 <h2>Training curves</h2>{_img(out / "curves.png")}
-<h2>Held-out features</h2>{_img(out / "tsne.png")}
+<h2>Held-out features</h2>{tsne}
 <h2>Nearest-neighbour retrieval</h2>
-<p>Each row: a held-out query (first column), then its {k} nearest training images by cosine
-similarity of pooled backbone features; green frame: same class as the query, red: another.</p>
+<p>{html.escape(sections.retrieval)}</p>
 {_img(out / "retrieval.png")}
 <h2>Config</h2><pre>{html.escape(cfg)}</pre>
 </body></html>
