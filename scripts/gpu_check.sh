@@ -22,8 +22,8 @@
 #   sync-audit        host syncs of one training epoch, by place, amp auto and fp16 (7)
 #   default-epoch     the default preset, one epoch with the kNN monitor, on CUDA;
 #   knn, lincls       then `moco knn` and `moco lincls --protocol small` on its run
-#   epochs            one epoch each: fp16, fp32, channels_last, compile, symmetric,
-#                     end_to_end, memory_bank, moco_v3, simclr, vit (scripts/gpu_probe.py)
+#   epochs            one epoch each: fp16, fp32, channels_last, symmetric, end_to_end,
+#                     memory_bank, moco_v3, simclr, vit, compile (scripts/gpu_probe.py)
 #   tests             the tests with CUDA paths (tests/test_device.py's GPU tests run)
 #   resume            checkpoints resumed with other visible GPUs (CUDA_VISIBLE_DEVICES:
 #                     1 -> none -> 1; 2 -> the other one where 2 exist) (item 3)
@@ -113,7 +113,7 @@ if (( DRY )); then
 else
     BUDGET=${GPU_CHECK_BUDGET_S:-570}
     export DEV=cuda DATA=bundled SMALL=""
-    R50=(--encoder r50 --batch 64 --queue 65536 --repeats 10 --warmup 2)
+    R50=(--encoder r50 --batch 64 --queue 65536 --repeats 5 --warmup 2)
     AMPS=auto,fp16
 fi
 read -ra small <<<"$SMALL"
@@ -198,7 +198,7 @@ if ((DRY)); then
         --device cpu --repeats 1 --warmup 1 --check-steps 0 --options compile
 else
     step step_ratio 120 "$PY" bench/step_ratio.py --encoder r50 --batch 64 --device cuda \
-        --repeats 5 --inner 20
+        --repeats 5 --inner 10
     step speed_options 200 "$PY" bench/speed_options.py --encoder r50 --batch 64 \
         --device cuda --repeats 5 --warmup 2 --check-steps 30 --check-seeds 2 \
         --options channels_last,bf16,fp16,fused_sgd

@@ -405,12 +405,12 @@ def _kill_before_checkpoint(h: Harness, i: int, what: str, cond: Callable[[Path]
     if not run.is_dir():
         return Row(probe, "-", "no run directory appeared", "n/a", None)
     left = ", ".join(sorted(f.name for f in run.iterdir()))
-    note = f" [left: {left}]" if window else " [missed: a checkpoint was already there]"
+    note = f"[left: {left}]" if window else "[missed: a checkpoint was already there]"
     other = h.work / "runs-copy"
     shutil.copytree(run, other / name)
     resumed = h.moco("pretrain", "--resume", str(run))
     again = h.moco(*h.pretrain_argv("eval.knn_every=1", data=h.long, out=other, name=name))
-    msg = f"--resume: {message(resumed)} \u2016 re-run: {message(again)}{note}"
+    msg = f"{note} --resume: {message(resumed)} \u2016 re-run: {message(again)}"
     usable = resumed.rc == 0 or again.rc == 0
     harm = "no" if usable else "yes: the run directory can be neither resumed nor re-run"
     ok = usable and clean(resumed) and clean(again)
@@ -710,7 +710,7 @@ PROBES: dict[str, Callable[[Harness], list[Row]]] = {
 def table(rows: list[Row]) -> str:
     def cell(s: str) -> str:
         s = s.replace("|", "\\|").replace("\n", " ")
-        return s if len(s) <= 220 else s[:217] + "..."
+        return s if len(s) <= 300 else s[:297] + "..."
 
     lines = ["| probe | exit | message | data lost / harm | as asked |", "|---|---|---|---|---|"]
     for r in rows:

@@ -29,7 +29,7 @@ def test_help_everywhere():
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["pretrain", "--data", "/no/such/dir"], "data directory '/no/such/dir' does not exist"),
+        (["pretrain", "--data", "/no/such/dir"], "data source '/no/such/dir' does not exist"),
         (["pretrain", "--preset", "moco_v9"], "unknown preset 'moco_v9'; available"),
         (["pretrain", "optim.epochz=3"], "unknown config key 'optim.epochz'"),
         (["pretrain", "model.arch=vgg"], "model.arch"),

@@ -24,9 +24,11 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument("--preset", default="default", help="recipe to start from (see `moco presets`)")
     p.add_argument(
         "--data",
-        help="data source (sets data.source): bundled, a directory of IDX files, "
-        "cifar10:PATH, cifar100:PATH, stl10:PATH, folder:DIR (a sub-folder per class), "
-        "images:DIR (unlabelled) or filelist:FILE",
+        help="data source (sets data.source): bundled; a path, whose kind is recognised "
+        "(IDX files, the CIFAR / STL-10 layouts, class sub-folders of images, an unlabelled "
+        "tree of images, a text file of image paths); or KIND:PATH to force one: idx, "
+        "cifar10, cifar100, stl10, folder (a sub-folder per class), images (unlabelled), "
+        "filelist",
     )
     p.add_argument("--out", help="directory that receives the run directory (sets run.out_dir)")
     p.add_argument("--resume", metavar="CKPT", help="continue a run from its checkpoint or run dir")

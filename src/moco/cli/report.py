@@ -22,6 +22,7 @@ def add_parser(sub: Subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    print(f"report of {args.run_dir}: loading (torch and the run)", flush=True)
     from moco.report import write_report
 
     print(f"wrote {write_report(args.run_dir, max_points=args.points)}")

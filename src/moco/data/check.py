@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from moco.data.folder import FilesReport, load_files
-from moco.data.sources import load_source, parse_source
+from moco.data.sources import load_source, resolve_source
 from moco.data.splits import BUNDLED, FILE_KINDS
 
 
@@ -15,17 +15,20 @@ def check_source(spec: str, load_size: int, holdout_fraction: float = 0.1, seed:
     """The text of `moco data check SPEC`: kind and path, images per split and per class,
     and for file sources the original sizes and modes and every unreadable file with its
     reason. Raises :class:`DataSourceError` only when the source itself cannot be read."""
+    detected = ""
     if spec == BUNDLED:
         kind, path = "bundled", Path("(shipped with the package)")
     else:
-        kind, path = parse_source(spec)
+        src = resolve_source(spec)
+        kind, path, detected = src.kind, src.path, src.detected
     report: FilesReport | None = None
     if kind in FILE_KINDS:
         data, report = load_files(kind, path, load_size, holdout_fraction, seed)
     else:
         data = load_source(spec, holdout_fraction, seed)
     c, h, w = data.train_images.shape[1:]
-    lines = [f"source: {kind} {path}", f"held out: {data.held_out}"]
+    how = f" (detected: {detected})" if detected else ""
+    lines = [f"source: {kind} {path}{how}", f"held out: {data.held_out}"]
     if report is not None:
         lines.append(f"stored: uint8 {c}x{h}x{w} per image (load size {load_size}); "
                      f"{'greyscale' if c == 1 else 'RGB'}")  # fmt: skip

@@ -96,8 +96,12 @@ class Source:
     def label(self, spec: str, name: str, extra: str = "") -> str:
         """The data set's name: ``name`` (the reader's) when the kind was named, else
         ``spec`` with the detected kind and why, e.g. ``photos/ (detected: folder, 3 class
-        sub-folders)``; ``extra`` (e.g. the unreadable files skipped) joins the reason."""
-        if not self.detected:
+        sub-folders)``; ``extra`` (e.g. the unreadable files skipped) joins the reason.
+
+        A bare path read as IDX keeps its reader's name, the path itself: a bare path has
+        meant an IDX directory since the first version, so there is nothing new to say,
+        and result records (which keep the name) stay loadable with ``--data``."""
+        if not self.detected or self.kind == "idx":
             return name
         why = f"{self.detected}; {extra}" if extra else self.detected
         return f"{spec} (detected: {self.kind}, {why})"

@@ -11,7 +11,6 @@ the in-memory path stores them: ``size`` x ``size`` centre crops.
 from __future__ import annotations
 
 from collections import Counter
-
 from collections.abc import Iterator
 
 import torch

@@ -232,7 +232,8 @@ def _feature_figures(
             f"t-SNE of {what}\n(pooled backbone features, perplexity {perplexity:.3g})",
             ringed=ringed if extra else None,
         )  # fmt: skip
-        tsne = f"t-SNE of the pooled backbone features of {what}, coloured by class."
+        colours = "coloured by class" if (point_labels >= 0).any() else "without labels"
+        tsne = f"t-SNE of the pooled backbone features of {what}, {colours}."
         if extra:
             tsne += (
                 f" The held-out split has only {len(pick)} images (fewer than "
