@@ -49,7 +49,7 @@ def test_identical_embeddings_give_log_k_plus_one(num_neg):
     queue = v.t().repeat(1, num_neg)
     out = info_nce(q, k, queue, 0.07)
     assert out.loss.item() == pytest.approx(math.log(num_neg + 1), rel=1e-5)
-    assert out.correct.all()  # ties go to the positive, as argmax picks index 0
+    assert not out.correct.any()  # every logit ties: a tie is wrong (tests/core/test_ties.py)
 
 
 def test_correct_flags_pretext_top1():
@@ -57,9 +57,9 @@ def test_correct_flags_pretext_top1():
     queue = torch.eye(4)[:, [1, 2]]  # negatives e1, e2
     q = torch.stack([torch.eye(4)[0], torch.eye(4)[2], torch.eye(4)[3], torch.eye(4)[1]])
     # row 0: pos 1 > neg 0 -> correct; row 1: q=e2, k=e1: pos 0 < neg(e2) 1 -> wrong
-    # row 2: q=e3, k=e2: pos 0 = neg 0 -> tie -> correct
+    # row 2: q=e3, k=e2: pos 0 = neg 0 -> tie -> wrong (strict top-1)
     # row 3: q=e1, k=e3: pos 0 < neg(e1) 1 -> wrong
-    assert info_nce(q, k, queue, 0.1).correct.tolist() == [True, False, True, False]
+    assert info_nce(q, k, queue, 0.1).correct.tolist() == [True, False, False, False]
 
 
 def test_shape_errors_are_clear():
@@ -123,7 +123,7 @@ def test_batch_contrastive_identical_embeddings_give_log_m(m):
     v = _unit(1, 8, dim=1)
     out = batch_contrastive(v.repeat(m, 1), v.repeat(m, 1), 0.07)
     assert out.loss.item() == pytest.approx(math.log(m), rel=1e-5)
-    assert out.correct.all()  # ties go to the positive, as in info_nce
+    assert not out.correct.any()  # every logit ties: a tie is wrong, as in info_nce
 
 
 def test_batch_contrastive_orthonormal_keys_give_closed_form():
@@ -175,7 +175,7 @@ def test_nt_xent_identical_embeddings_give_log_2n_minus_1(n):
     v = _unit(1, 8, dim=1)
     out = nt_xent(v.repeat(n, 1), v.repeat(n, 1), 0.1)
     assert out.loss.item() == pytest.approx(math.log(2 * n - 1), abs=1e-5)
-    assert out.correct.all()
+    assert out.correct.all() == (n == 1)  # n = 1: the twin is the only candidate
 
 
 def test_nt_xent_orthogonal_pairs_give_closed_form():
@@ -201,5 +201,5 @@ def test_nt_xent_correct_flags_pretext_top1():
     # decoy z2[2] = e1 (1) -> wrong, and likewise for z1[2], z2[1], z2[2]
     assert nt_xent(z1, z2, 0.1).correct.tolist() == [True, False, False, True, False, False]
     z2 = torch.stack([e[0], e[2], e[0]])
-    # z1[1] = e1 is orthogonal to every candidate: its twin ties them -> correct
-    assert nt_xent(z1, z2, 0.1).correct[1].item()
+    # z1[1] = e1 is orthogonal to every candidate: its twin ties them -> wrong
+    assert not nt_xent(z1, z2, 0.1).correct[1].item()

@@ -52,6 +52,7 @@ from moco.data.splits import (
     FILE_KINDS,
     KINDS,
     ImageSplits,
+    hold_out,
     stratified_split,
 )
 from moco.data.stl10 import load_stl10
@@ -339,12 +340,7 @@ def _load_idx_dir(root: Path, name: str, holdout_fraction: float, seed: int) -> 
         test_images = _images(te_x)
         test_labels = _labels(te_y, len(test_images))
         return ImageSplits(name, train_images, train_labels, test_images, test_labels, "test split")
-    keep, held = stratified_split(train_labels, holdout_fraction, seed)
+    keep, held, how = hold_out(train_labels, holdout_fraction, seed)
     return ImageSplits(
-        name,
-        train_images[keep],
-        train_labels[keep],
-        train_images[held],
-        train_labels[held],
-        f"{holdout_fraction:.0%} of train, stratified, seed {seed}",
+        name, train_images[keep], train_labels[keep], train_images[held], train_labels[held], how
     )

@@ -208,7 +208,13 @@ def resume(
             )
     run_dir = Path(checkpoint)
     if run_dir.is_dir() and _restartable(run_dir) and (run_dir / "config.yaml").is_file():
-        cfg = apply_overrides(from_yaml((run_dir / "config.yaml").read_text()), overrides)
+        try:
+            cfg = apply_overrides(from_yaml((run_dir / "config.yaml").read_text()), overrides)
+        except ConfigError as err:
+            raise CheckpointError(
+                f"{run_dir} stopped before its first checkpoint, and its config.yaml cannot "
+                f"be read ({err}); run the command that started it again (same run.name)"
+            ) from None
         if dist.launch_rank() == 0:
             tqdm.write(f"{run_dir} stopped before its first checkpoint: starting it again")
         return _run(cfg, None, monitor, restart_dir=run_dir)
@@ -594,18 +600,25 @@ def _new_run_dir(cfg: Config) -> Path:
         if cfg.run.name and _restartable(run_dir):
             tqdm.write(f"{run_dir} stopped before its first checkpoint: starting it again")
             return run_dir
-        if not any(run_dir.iterdir()):
-            try:
-                os.close(os.open(run_dir / "config.yaml", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-                return run_dir
-            except FileExistsError:
-                pass  # another run claimed it first
+        if not any(run_dir.iterdir()) and _claim(run_dir / "config.yaml", to_yaml(cfg)):
+            return run_dir
         if cfg.run.name:
             raise OutputExistsError(
                 f"run directory {str(run_dir)!r} already exists and is not empty; "
                 "choose another run.name, or continue it with --resume"
             )
     raise OutputExistsError(f"no free run directory named {base}[-N] in {cfg.run.out_dir}")
+
+
+def _claim(path: Path, text: str) -> bool:
+    """Create ``path`` holding ``text`` if nobody has (O_EXCL); whether we did."""
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return False  # another run claimed it first
+    with os.fdopen(fd, "w") as f:  # the claim holds the config at once
+        f.write(text)
+    return True
 
 
 def _open_run_dir(
