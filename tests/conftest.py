@@ -46,7 +46,7 @@ def tiny_idx(tmp_path: Path) -> Path:
 TINY_OVERRIDES: tuple[str, ...] = (
     "model.width=0.125", "model.queue_size=128", "model.bn_splits=2", "optim.batch_size=64",
     "optim.epochs=1", "eval.knn_every=1", "eval.knn_k=20", "run.progress=false",
-    "run.log_every=2",
+    "run.log_every=2", "run.device=cpu",
 )  # fmt: skip
 
 

@@ -66,13 +66,15 @@ def distributed_failure(command: str, err: BaseException) -> str:
     lost = any(
         s in str(err)
         for s in ("Connection reset", "Connection closed", "Timed out", "timed out", "Broken pipe",
-                  "NCCL", "Gloo", "gloo", "watchdog")
+                  "ncclRemoteError", "remote process exit", "communicator was aborted",
+                  "Gloo", "gloo", "watchdog", "Watchdog")
     )  # fmt: skip
     if lost:
         return (
             f"{where}: error: a collective with the other processes failed ({first}). "
             "Another process exited or hung (a collective waits at most run.dist_timeout "
-            "seconds); see its log for the cause. The last checkpoint is intact: continue with "
+            "seconds); the first failure in torchrun's summary names its rank, and that rank's "
+            "log the cause. The last checkpoint is intact: continue with "
             "`torchrun ... -m moco pretrain --resume RUN_DIR` (torchrun --max-restarts and a "
             "fixed run.name do this automatically)."
         )
