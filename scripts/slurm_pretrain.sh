@@ -13,7 +13,7 @@
 # need bn_splits to be a multiple of 16, e.g. model.bn_splits=16 for one BN group per
 # GPU. --max-restarts restarts every worker from the last checkpoint when one fails
 # (needs run.name); a hung or dead peer aborts the others after run.dist_timeout
-# (NCCL's watchdog, see the README's "Faults").
+# (NCCL's watchdog, see docs/training-at-scale.md, "Faults").
 #SBATCH --job-name=moco
 #SBATCH --ntasks-per-node=1
 #SBATCH --gpus-per-node=8

@@ -172,8 +172,10 @@ def test_a_stuck_loss_is_reported_once(tmp_path):
     log = train_mod.MetricsLog(log_path, tensorboard=False)
     train_mod._warn_if_stuck(train_mod.EpochStats(loss=4.8502), state, log)
     train_mod._warn_if_stuck(train_mod.EpochStats(loss=4.8502), state, log)
-    moving = ckpt_io.LoopState(epoch=2, step=8, history={"knn": {}, "first_loss": 4.85})
-    train_mod._warn_if_stuck(train_mod.EpochStats(loss=4.2), moving, log)
+    moving = ckpt_io.LoopState(epoch=1, step=4, history={"knn": {}, "first_loss": 4.85})
+    train_mod._warn_if_stuck(train_mod.EpochStats(loss=4.2), moving, log)  # moved at epoch 1
+    moving.epoch = 2
+    train_mod._warn_if_stuck(train_mod.EpochStats(loss=4.8502), moving, log)  # and came back
     log.close()
     warnings = [r for r in read_metrics(log_path) if r["kind"] == "warning"]
     assert len(warnings) == 1 and "not learning" in warnings[0]["message"]

@@ -92,7 +92,11 @@ def _add_knn(sub: Subparsers) -> None:
         features=True,
         out="result JSON path (default: <run dir>/knn-k<k>-t<t>-<features>-<epoch>.json)",
     )
-    p.add_argument("--k", type=positive_int, default=200, help="neighbours (default 200)")
+    p.add_argument(
+        "--k",
+        type=positive_int,
+        help="neighbours (default: the run's eval.knn_k, 200 for official checkpoints)",
+    )
     p.add_argument(
         "--t", type=positive_float, default=0.1, help="temperature of the vote weights (0.1)"
     )
@@ -109,11 +113,11 @@ def run_knn(args: argparse.Namespace) -> int:
     )
     if not dist.is_main():
         return 0
-    out = save_record(r, knn_kind(args.k, args.t, args.features, args.data), args.out)
+    out = save_record(r, knn_kind(r["k"], args.t, args.features, args.data), args.out)
     print(
         f"kNN top-1 {r['top1']:.4f}  (checkpoint {r['checkpoint']} epoch {r['epoch']}"
         f"{' random init' if args.random_init else ''}, data {r['data']}, held-out "
-        f"{r['test_split']} ({r['test_images']} images), k={args.k}, t={args.t}, "
+        f"{r['test_split']} ({r['test_images']} images), k={r['k']}, t={args.t}, "
         f"{args.features}); wrote {out}"
     )
     return 0

@@ -528,12 +528,15 @@ def _interrupted(
 
 
 def _warn_if_stuck(stats: EpochStats, state: LoopState, log: MetricsLog | None) -> None:
-    """Once: the loss has not moved from its first logged value after two epochs (the
-    run does not learn: e.g. m = 0, or a temperature far too small)."""
+    """Once: the epoch loss has never moved from its first logged value by more than
+    0.1 % at any epoch's end, after two epochs (the run does not learn: e.g. m = 0, or a
+    temperature far too small). A loss that moved and came back is not stuck."""
     first = state.history.get("first_loss")
-    if state.epoch < 2 or first is None or state.history.get("warned_stuck"):
+    if first is None or state.history.get("warned_stuck"):
         return
-    if abs(stats.loss - first) > 1e-3 * max(abs(first), 1.0):
+    moved = abs(stats.loss - first) / max(abs(first), 1.0)
+    state.history["loss_moved"] = max(state.history.get("loss_moved", 0.0), moved)
+    if state.epoch < 2 or state.history["loss_moved"] > 1e-3:
         return
     state.history["warned_stuck"] = True
     message = (

@@ -51,6 +51,7 @@ class EvalSetup:
     checkpoint: str
     epoch: Any
     normalisation: str  # "run", "imagenet" or "data": see the module docstring
+    knn_k: int | None = None  # the run's eval.knn_k (None: an official checkpoint)
 
 
 # The official ImageNet evaluation (main_lincls.py): Resize(256), CenterCrop(224), and
@@ -80,7 +81,7 @@ def load_for_eval(
         if not random_init:
             encoder.load_state_dict(query_encoder_state(state["state_dict"]), strict=True)
         mean, std = tuple(state["derived"]["mean"]), tuple(state["derived"]["std"])
-        size, normalisation = cfg.augment.size, "run"
+        size, normalisation, knn_k = cfg.augment.size, "run", cfg.eval.knn_k
     else:  # an official main_moco.py checkpoint: no config, shapes tell the encoder
         if source is None:
             raise ckpt_io.CheckpointError(
@@ -91,6 +92,7 @@ def load_for_eval(
             raise ckpt_io.CheckpointError(f"{state['path']} does not say its 'arch'")
         if random_init:
             raise ckpt_io.CheckpointError("--random-init needs a moco checkpoint (its seed)")
+        knn_k = None
         encoder = load_query_encoder(state["state_dict"], state["arch"])
         conv1 = encoder.conv1.weight
         if conv1.shape[1] == 3 and conv1.shape[-1] == 7:  # an ImageNet encoder
@@ -101,7 +103,7 @@ def load_for_eval(
             mean, std = data.mean_std()
             size, normalisation = data.image_size, "data"
     epoch = state.get("epoch", "?")
-    return EvalSetup(encoder, data, size, mean, std, state["path"], epoch, normalisation)
+    return EvalSetup(encoder, data, size, mean, std, state["path"], epoch, normalisation, knn_k)
 
 
 def _official_view(data: ImageSplits) -> ImageSplits:
