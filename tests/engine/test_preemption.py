@@ -13,6 +13,7 @@ import torch
 
 from moco.cli import main
 from moco.engine import checkpoint as ckpt_io
+from moco.engine import run_dir as run_dir_mod
 from moco.engine import train as train_mod
 from moco.engine.metrics import read_metrics
 from moco.errors import CheckpointError
@@ -125,7 +126,7 @@ def test_runs_started_in_the_same_second_get_their_own_directories(tiny_config, 
     monkeypatch.setattr(train_mod.time, "strftime", lambda fmt: "20260101-120000")
     cfg = tiny_config()
     cfg.run.name = ""  # no name: the preset and the time
-    dirs = [train_mod._new_run_dir(cfg) for _ in range(3)]
+    dirs = [run_dir_mod.new_run_dir(cfg) for _ in range(3)]
     assert [d.name for d in dirs] == [
         "default-20260101-120000", "default-20260101-120000-2", "default-20260101-120000-3"
     ]  # fmt: skip

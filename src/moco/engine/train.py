@@ -15,11 +15,8 @@ engine imports no evaluation code.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import os
 import signal
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -44,16 +41,15 @@ from moco.engine.init import init_from_checkpoint
 from moco.engine.metrics import MetricsLog
 from moco.engine.optim import build_optimizer
 from moco.engine.plan import RunPlan, fit_to_data, plan_run
+from moco.engine.run_dir import RESUMABLE_KEYS, new_run_dir, open_run_dir, restartable, write_result
 from moco.engine.schedule import lr_at, momentum_at
+from moco.engine.signals import StopOnSignals, interrupted
 from moco.engine.step import train_step
-from moco.errors import CheckpointError, NonFiniteLossError, OutputExistsError, RunInterrupted
-from moco.version import __version__
+from moco.errors import CheckpointError, NonFiniteLossError
 
 # The kNN monitor: top-1 of ``encoder`` (the query encoder, in whatever mode; the monitor
 # restores it) on the data's held-out split, for this run's plan and config.
 Monitor = Callable[[nn.Module, PretrainData, RunPlan, Config], float]
-
-RESUMABLE_KEYS = ("optim.epochs", "run.log_every", "run.progress", "run.device")
 
 
 @dataclass
@@ -121,52 +117,6 @@ class Progress:
         self.run.close()
 
 
-class StopOnSignals:
-    """While active, SIGTERM (how SLURM and Kubernetes pre-empt) and SIGINT (Ctrl-C) ask
-    the loop to stop: it saves a checkpoint of the step it reached and raises
-    :class:`~moco.errors.RunInterrupted`. A second Ctrl-C interrupts at once.
-
-    Ranks must stop at the same step (the checkpoint gathers from all of them), so the
-    request is shared at the loop's log points, inside the all-reduce they already make
-    (one process checks it every step); :meth:`agreed` asks all ranks at an epoch's end.
-    """
-
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> StopOnSignals:
-        if threading.current_thread() is threading.main_thread():  # where signals land
-            for sig in self.SIGNALS:
-                self._previous[sig] = signal.signal(sig, self._request)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-    def _request(self, signum: int, frame: Any) -> None:
-        if self.signum is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # asked twice: stop now, the last checkpoint is intact
-        self.signum = signum
-        if dist.is_main():
-            tqdm.write(f"{signal.Signals(signum).name}: saving a checkpoint, then stopping")
-
-    def flag(self, device: torch.device) -> torch.Tensor:
-        return torch.tensor([0.0 if self.signum is None else 1.0], device=device)
-
-    def agreed(self, device: torch.device) -> bool:
-        """Whether any rank was asked to stop (a collective: every rank calls it)."""
-        if dist.world_size() == 1:
-            return self.signum is not None
-        asked = float(dist.all_reduce_sum_(self.flag(device))[0]) > 0
-        if asked and self.signum is None:
-            self.signum = int(signal.SIGTERM)  # a peer's request
-        return asked
-
-
 def pretrain(cfg: Config, monitor: Monitor | None = None) -> PretrainResult:
     """Pre-train as ``cfg`` says, in a new run directory; ``monitor`` (kNN) as
     ``cfg.eval.knn_every`` says, and not at all when None.
@@ -207,7 +157,7 @@ def resume(
                 f"cannot change {key!r} when resuming; only {', '.join(RESUMABLE_KEYS)} may change"
             )
     run_dir = Path(checkpoint)
-    if run_dir.is_dir() and _restartable(run_dir) and (run_dir / "config.yaml").is_file():
+    if run_dir.is_dir() and restartable(run_dir) and (run_dir / "config.yaml").is_file():
         try:
             cfg = apply_overrides(from_yaml((run_dir / "config.yaml").read_text()), overrides)
         except ConfigError as err:
@@ -265,7 +215,7 @@ def _run(
     if ckpt is not None:
         run_dir = Path(ckpt["path"]).parent
     else:
-        run_dir = dist.on_main(lambda: restart_dir or _new_run_dir(cfg))
+        run_dir = dist.on_main(lambda: restart_dir or new_run_dir(cfg))
     meta = {"arch": cfg.model.arch.value, "config": to_yaml(cfg), "derived": asdict(plan)}
     saver = Checkpointer(
         run_dir / "checkpoint.pth.tar", parts.model, parts.optimizer, parts.scaler, meta, device
@@ -279,7 +229,7 @@ def _run(
     }
     if ckpt is not None:
         restore_rank_bn(parts.model, ckpt)  # mid-epoch: each rank's own BN statistics
-    log = _open_run_dir(run_dir, cfg, plan, data, ckpt) if main else None
+    log = open_run_dir(run_dir, cfg, plan, data, ckpt) if main else None
     if monitor is not None and cfg.eval.knn_every > 0 and not data.labelled:
         monitor = None  # images: an unlabelled source
         if main:
@@ -322,7 +272,7 @@ def _train_epochs(
         if stats.stopped:  # mid-epoch: the checkpoint of the step reached
             progress.close()
             saver.save(state, mid_epoch=True)
-            raise _interrupted(stop, state, plan, saver.path)
+            raise interrupted(stop, state, plan, saver.path)
         state.epoch = done = epoch + 1
         state.epoch_sums, state.epoch_seen = [0.0, 0.0], 0
         _count_unreadable(parts.batches, state, torch.device(plan.device), log)
@@ -338,7 +288,7 @@ def _train_epochs(
         _warn_if_stuck(stats, state, log)
         if done < cfg.optim.epochs and stop.agreed(torch.device(plan.device)):
             progress.close()
-            raise _interrupted(stop, state, plan, saver.path)
+            raise interrupted(stop, state, plan, saver.path)
     progress.close()
 
 
@@ -505,28 +455,6 @@ def _log_progress(
     return EpochStats(loss, acc, lr), asked
 
 
-def _interrupted(
-    stop: StopOnSignals, state: LoopState, plan: RunPlan, ckpt_path: Path
-) -> RunInterrupted:
-    """The one-line message of a run stopped by a signal, after its checkpoint."""
-    signum = stop.signum if stop.signum is not None else int(signal.SIGTERM)
-    batch = state.step - state.epoch * plan.steps_per_epoch
-    where = (
-        f"epoch {state.epoch + 1}, batch {batch}/{plan.steps_per_epoch}"
-        if batch
-        else f"after epoch {state.epoch}"
-    )
-    launcher = (
-        f"torchrun --nproc_per_node {plan.world_size} -m moco" if plan.world_size > 1 else "moco"
-    )
-    return RunInterrupted(
-        f"stopped by {signal.Signals(signum).name} at step {state.step} ({where}); "
-        f"checkpoint saved: {ckpt_path}. Resume with: "
-        f"{launcher} pretrain --resume {ckpt_path.parent}",
-        signum,
-    )
-
-
 def _warn_if_stuck(stats: EpochStats, state: LoopState, log: MetricsLog | None) -> None:
     """Once: the epoch loss has never moved from its first logged value by more than
     0.1 % at any epoch's end, after two epochs (the run does not learn: e.g. m = 0, or a
@@ -579,95 +507,6 @@ def _count_unreadable(
         log.log("data", state.step, epoch=state.epoch, unreadable=bad)
 
 
-# What a run directory holds before its first checkpoint (``.tmp-*``: interrupted writes)
-_BEFORE_FIRST_CHECKPOINT = frozenset({"config.yaml", "derived.json", "metrics.jsonl", "tb"})
-
-
-def _restartable(run_dir: Path) -> bool:
-    """A run directory that stopped before its first checkpoint: nothing in it but what
-    the run wrote before one (so starting it again in place loses nothing)."""
-    names = {p.name for p in run_dir.iterdir() if not p.name.startswith(ckpt_io.TMP_PREFIX)}
-    return bool(names) and names <= _BEFORE_FIRST_CHECKPOINT
-
-
-def _new_run_dir(cfg: Config) -> Path:
-    """Create and claim the run directory. The claim is ``config.yaml`` created with
-    O_EXCL, so two runs started in the same second never share a directory: without a
-    ``run.name`` the second takes ``NAME-2`` (and so on). A named directory that
-    stopped before its first checkpoint is started again in place; any other non-empty
-    one is refused."""
-    base = cfg.run.name or f"{cfg.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
-    for i in range(1, 1000):
-        run_dir = Path(cfg.run.out_dir) / (base if i == 1 else f"{base}-{i}")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if cfg.run.name and _restartable(run_dir):
-            tqdm.write(f"{run_dir} stopped before its first checkpoint: starting it again")
-            return run_dir
-        if not any(run_dir.iterdir()) and _claim(run_dir / "config.yaml", to_yaml(cfg)):
-            return run_dir
-        if cfg.run.name:
-            raise OutputExistsError(
-                f"run directory {str(run_dir)!r} already exists and is not empty; "
-                "choose another run.name, or continue it with --resume"
-            )
-    raise OutputExistsError(f"no free run directory named {base}[-N] in {cfg.run.out_dir}")
-
-
-def _claim(path: Path, text: str) -> bool:
-    """Create ``path`` holding ``text`` if nobody has (O_EXCL); whether we did."""
-    try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        return False  # another run claimed it first
-    with os.fdopen(fd, "w") as f:  # the claim holds the config at once
-        f.write(text)
-    return True
-
-
-def _open_run_dir(
-    run_dir: Path, cfg: Config, plan: RunPlan, data: PretrainData, ckpt: dict[str, Any] | None
-) -> MetricsLog:
-    """Rank 0's start in the run directory: stale temporary files removed, a hand-edited
-    config.yaml kept aside, the metrics cut back to the checkpoint's step (a resumed run
-    logs each step once), config.yaml and derived.json written, the header printed."""
-    ckpt_io.remove_stale_temporaries(run_dir)
-    if ckpt is not None:
-        _keep_hand_edits(run_dir / "config.yaml", ckpt["config"])
-    log = MetricsLog(run_dir, keep_until=ckpt["step"] if ckpt is not None else -1)
-    _write_plan(run_dir, cfg, plan, data, resumed=ckpt is not None)
-    return log
-
-
-def _keep_hand_edits(path: Path, trained: str) -> None:
-    """A config.yaml that differs from the config the checkpoint trained with was edited
-    by hand: keep it aside (the run goes on with the checkpoint's) and say so."""
-    if not path.is_file() or path.read_text() == trained:
-        return
-    kept = path.with_name(f"config.yaml.edited-{time.strftime('%Y%m%d-%H%M%S')}")
-    os.replace(path, kept)
-    tqdm.write(
-        f"note: {path} differs from the config its checkpoint trained with; the run goes on "
-        f"with the checkpoint's (config.yaml), yours is kept as {kept.name}. Only "
-        f"{', '.join(RESUMABLE_KEYS)} may change on a resume: pass them as key=value."
-    )
-
-
-def _write_plan(
-    run_dir: Path, cfg: Config, plan: RunPlan, data: PretrainData, resumed: bool
-) -> None:
-    """config.yaml and derived.json, and the run's one-line header."""
-    (run_dir / "config.yaml").write_text(to_yaml(cfg))
-    (run_dir / "derived.json").write_text(json.dumps(asdict(plan), indent=2))
-    procs = f"{plan.world_size} processes x " if plan.world_size > 1 else ""
-    tqdm.write(
-        f"{'resuming' if resumed else 'run'} {run_dir}: {cfg.preset} "
-        f"({cfg.model.method.value}) on "
-        f"{data.name} ({plan.train_images} train / {plan.held_out_images} held-out "
-        f"images, {plan.held_out}); {procs}{plan.device}, batch "
-        f"{cfg.optim.batch_size}, lr {plan.lr:.4g}, {plan.steps_per_epoch} steps/epoch"
-    )
-
-
 def _finish(
     run_dir: Path,
     ckpt_path: Path,
@@ -678,24 +517,9 @@ def _finish(
 ) -> PretrainResult:
     """The result, and ``result.json`` (rank 0)."""
     knn_hist = {int(k): v for k, v in state.history["knn"].items()}
-    final = knn_hist.get(cfg.optim.epochs)
-    result = PretrainResult(run_dir, ckpt_path, cfg.optim.epochs, final, knn_hist.get(0))
+    result = PretrainResult(
+        run_dir, ckpt_path, cfg.optim.epochs, knn_hist.get(cfg.optim.epochs), knn_hist.get(0)
+    )
     if dist.is_main():
-        record = {
-            "checkpoint": str(ckpt_path),
-            "epochs": cfg.optim.epochs,
-            "data": data.name,
-            "held_out": data.held_out,
-            "processes": plan.world_size,
-            "knn_top1": final,
-            "knn_top1_random_init": knn_hist.get(0),
-            "knn": {
-                "k": cfg.eval.knn_k,
-                "t": cfg.eval.knn_t,
-                "features": cfg.eval.knn_features.value,
-            },
-            "knn_history": knn_hist,
-            "version": __version__,
-        }
-        (run_dir / "result.json").write_text(json.dumps(record, indent=2))
+        write_result(run_dir, ckpt_path, cfg, plan, data, knn_hist)
     return result

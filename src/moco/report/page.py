@@ -242,6 +242,24 @@ def _feature_figures(
             )
         drawn = True
 
+    retrieval = _retrieval(s, test, train, pick, names, out, queries, k, stage)
+    return _Sections(tsne, drawn, retrieval)
+
+
+def _retrieval(
+    s: EvalSetup,
+    test: torch.Tensor,
+    train: torch.Tensor,
+    pick: torch.Tensor,
+    names: list[str],
+    out: Path,
+    queries: int,
+    k: int,
+    stage: Log,
+) -> str:
+    """retrieval.png: held-out queries and their nearest training images; its caption."""
+    labels = s.data.test_labels[pick].numpy()
+    n_train = len(s.data.train_images)
     rows, k = min(queries, len(pick)), min(k, n_train)
     stage(f"retrieval: {rows} held-out queries, {k} nearest training images each")
     nn_idx = (test[:rows] @ train.t()).topk(k, dim=1).indices
@@ -265,7 +283,7 @@ def _feature_figures(
             "images by cosine similarity of pooled backbone features (the data has no labels "
             "to frame them by)."
         )
-    return _Sections(tsne, drawn, retrieval)
+    return retrieval
 
 
 def _pics(x: torch.Tensor) -> np.ndarray:
