@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 
 import torch
@@ -18,7 +17,7 @@ from moco.core.method import (
     check_temperature,
     check_unit,
 )
-from moco.core.momentum import momentum_update
+from moco.core.momentum import momentum_copy, momentum_update
 from moco.core.queue import enqueue_, init_queue
 from moco.core.shuffle_bn import batch_shuffle, batch_unshuffle
 
@@ -73,9 +72,7 @@ class MoCo(ContrastiveMethod):
         self.shuffle_keys = shuffle_keys
         self.symmetric = symmetric
         self.encoder_q = encoder
-        self.encoder_k = copy.deepcopy(encoder)
-        for p in self.encoder_k.parameters():
-            p.requires_grad_(False)
+        self.encoder_k = momentum_copy(encoder)
         self.register_buffer("queue", init_queue(dim, queue_size))
         self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))
 

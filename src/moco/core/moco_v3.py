@@ -3,7 +3,6 @@ symmetric in-batch loss ctr(q1, k2) + ctr(q2, k1) against a momentum encoder."""
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 
 import torch
@@ -19,7 +18,7 @@ from moco.core.method import (
     check_temperature,
     check_unit,
 )
-from moco.core.momentum import momentum_update
+from moco.core.momentum import momentum_copy, momentum_update
 from moco.encoders.base import as_encoder
 from moco.layers.heads import build_mlp
 
@@ -75,9 +74,7 @@ class MoCoV3(ContrastiveMethod):
         self.temperature = temperature
         self.encoder_q = encoder
         self.predictor = predictor
-        self.encoder_k = copy.deepcopy(encoder)
-        for p in self.encoder_k.parameters():
-            p.requires_grad_(False)
+        self.encoder_k = momentum_copy(encoder)
 
     def forward(
         self,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from copy import deepcopy
+
 import torch
 from torch import nn
 
@@ -22,3 +24,12 @@ def momentum_update(key_encoder: nn.Module, query_encoder: nn.Module, m: float) 
     if len(k_params) != len(q_params):
         raise ValueError("key and query encoders have different parameter lists")
     torch._foreach_lerp_(k_params, q_params, 1.0 - m)
+
+
+def momentum_copy(encoder: nn.Module) -> nn.Module:
+    """The key encoder at the start: an exact copy of the query encoder that never
+    receives gradients (it moves only by :func:`momentum_update`)."""
+    copy = deepcopy(encoder)
+    for p in copy.parameters():
+        p.requires_grad_(False)
+    return copy

@@ -6,10 +6,10 @@ from collections.abc import Iterator
 
 import torch
 
-from moco.data.sampling import GlobalBatches
+from moco.data.sampling import GlobalBatches, OverGlobalBatches
 
 
-class InMemoryLoader:
+class InMemoryLoader(OverGlobalBatches):
     """Yields (images uint8 (b, C, H, W), labels (b,), indices (b,)) on ``device``.
 
     The batches are :mod:`moco.data.sampling`'s: epoch e's order is a seeded ``randperm``
@@ -38,28 +38,6 @@ class InMemoryLoader:
             len(images), batch_size, seed, num_replicas, rank, shuffle, drop_last,
             self.images.device,
         )  # fmt: skip
-
-    @property
-    def epoch(self) -> int:
-        return self.batches.epoch
-
-    @property
-    def batch_size(self) -> int:
-        return self.batches.batch_size
-
-    @property
-    def num_replicas(self) -> int:
-        return self.batches.num_replicas
-
-    @property
-    def rank(self) -> int:
-        return self.batches.rank
-
-    def set_epoch(self, epoch: int, start: int = 0) -> None:
-        self.batches.set_epoch(epoch, start)
-
-    def __len__(self) -> int:
-        return len(self.batches)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         for idx in self.batches:

@@ -104,19 +104,11 @@ class GlobalBatches:
             yield order[start : start + local]
 
 
-class GlobalBatchSampler(Sampler[list[int]]):
-    """:class:`GlobalBatches` (shuffled, drop_last) as a torch batch sampler: lists of
-    ``batch_size / num_replicas`` indices, for a DataLoader's ``batch_sampler``."""
+class OverGlobalBatches:
+    """What a loader or sampler built on a :class:`GlobalBatches` (``self.batches``)
+    forwards to it: its sizes, rank, epoch, ``set_epoch`` and length."""
 
-    def __init__(
-        self,
-        n: int,
-        batch_size: int,
-        seed: int = 0,
-        num_replicas: int | None = None,
-        rank: int | None = None,
-    ) -> None:
-        self.batches = GlobalBatches(n, batch_size, seed, num_replicas, rank)
+    batches: GlobalBatches
 
     @property
     def n(self) -> int:
@@ -147,6 +139,21 @@ class GlobalBatchSampler(Sampler[list[int]]):
 
     def __len__(self) -> int:
         return len(self.batches)
+
+
+class GlobalBatchSampler(OverGlobalBatches, Sampler[list[int]]):
+    """:class:`GlobalBatches` (shuffled, drop_last) as a torch batch sampler: lists of
+    ``batch_size / num_replicas`` indices, for a DataLoader's ``batch_sampler``."""
+
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        seed: int = 0,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+    ) -> None:
+        self.batches = GlobalBatches(n, batch_size, seed, num_replicas, rank)
 
     def __iter__(self) -> Iterator[list[int]]:
         for idx in self.batches:
