@@ -57,9 +57,13 @@ class StopOnSignals:
         """Whether any rank was asked to stop (a collective: every rank calls it)."""
         if dist.world_size() == 1:
             return self.signum is not None
-        asked = float(dist.all_reduce_sum_(self.flag(device))[0]) > 0
+        return self.shared(float(dist.all_reduce_sum_(self.flag(device))[0]) > 0)
+
+    def shared(self, asked: bool) -> bool:
+        """``asked``: whether any rank's flag was set (summed over ranks); a peer's request
+        becomes this rank's too."""
         if asked and self.signum is None:
-            self.signum = int(signal.SIGTERM)  # a peer's request
+            self.signum = int(signal.SIGTERM)
         return asked
 
 

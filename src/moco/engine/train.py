@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -267,29 +266,33 @@ def _train_epochs(
     main = dist.is_main()
     parts.model.train()
     progress = Progress(cfg, plan, state)
-    for epoch in range(state.epoch, cfg.optim.epochs):
-        stats = train_one_epoch(cfg, plan, parts, state, epoch, log, saver.path, stop, progress)
-        if stats.stopped:  # mid-epoch: the checkpoint of the step reached
-            progress.close()
-            saver.save(state, mid_epoch=True)
-            raise interrupted(stop, state, plan, saver.path)
-        state.epoch = done = epoch + 1
-        state.epoch_sums, state.epoch_seen = [0.0, 0.0], 0
-        _count_unreadable(parts.batches, state, torch.device(plan.device), log)
-        every = cfg.eval.knn_every
-        if monitor is not None and every > 0 and (done % every == 0 or done == cfg.optim.epochs):
-            _evaluate(monitor, parts.model, data, plan, cfg, state, log)
-        saver.save(state)
-        if main:
-            tqdm.write(
-                f"epoch {done}/{cfg.optim.epochs}: loss {stats.loss:.4f} pretext acc "
-                f"{stats.pretext_acc:.3f} lr {stats.lr:.4g}"
-            )
-        _warn_if_stuck(stats, state, log)
-        if done < cfg.optim.epochs and stop.agreed(torch.device(plan.device)):
-            progress.close()
-            raise interrupted(stop, state, plan, saver.path)
-    progress.close()
+    try:
+        for epoch in range(state.epoch, cfg.optim.epochs):
+            stats = train_one_epoch(cfg, plan, parts, state, epoch, log, saver.path, stop, progress)
+            if stats.stopped:  # mid-epoch: the checkpoint of the step reached
+                saver.save(state, mid_epoch=True)
+                raise interrupted(stop, state, plan, saver.path)
+            state.epoch = done = epoch + 1
+            state.epoch_sums, state.epoch_seen = [0.0, 0.0], 0
+            _count_unreadable(parts.batches, state, torch.device(plan.device), log)
+            every = cfg.eval.knn_every
+            if (
+                monitor is not None
+                and every > 0
+                and (done % every == 0 or done == cfg.optim.epochs)
+            ):
+                _evaluate(monitor, parts.model, data, plan, cfg, state, log)
+            saver.save(state)
+            if main:
+                tqdm.write(
+                    f"epoch {done}/{cfg.optim.epochs}: loss {stats.loss:.4f} pretext acc "
+                    f"{stats.pretext_acc:.3f} lr {stats.lr:.4g}"
+                )
+            _warn_if_stuck(stats, state, log)
+            if done < cfg.optim.epochs and stop.agreed(torch.device(plan.device)):
+                raise interrupted(stop, state, plan, saver.path)
+    finally:
+        progress.close()
 
 
 def build_parts(cfg: Config, plan: RunPlan, data: PretrainData, device: torch.device) -> Parts:
@@ -326,8 +329,8 @@ def train_one_epoch(
     epoch: int,
     log: MetricsLog | None,
     ckpt_path: Path,
-    stop: StopOnSignals | None = None,
-    progress: Progress | None = None,
+    stop: StopOnSignals,
+    progress: Progress,
 ) -> EpochStats:
     """One epoch of steps (from the batch a mid-epoch checkpoint reached); every
     ``run.log_every`` steps (and at the epoch's end) the running means over all ranks
@@ -336,7 +339,6 @@ def train_one_epoch(
     n_batches = len(parts.batches)
     start = state.step - epoch * plan.steps_per_epoch  # 0 unless resumed mid-epoch
     parts.batches.set_epoch(epoch, start)
-    progress = progress or Progress(cfg, plan, state)
     bar = progress.epoch_bar(parts.batches, epoch, start)
     device = torch.device(plan.device)
     # loss sum and correct count of this rank: summed over ranks at log time only
@@ -364,7 +366,7 @@ def train_one_epoch(
                 lr=f"{lr:.4f}",
                 ips=f"{ips:.0f}",
             )
-        elif stop is not None and plan.world_size == 1:
+        elif plan.world_size == 1:
             asked = stop.signum is not None
         if asked and not last:  # the epoch's end saves anyway
             state.epoch_sums, state.epoch_seen = sums.tolist(), seen
@@ -419,13 +421,12 @@ def _log_progress(
     epoch: int,
     log: MetricsLog | None,
     ckpt_path: Path,
-    stop: StopOnSignals | None,
+    stop: StopOnSignals,
 ) -> tuple[EpochStats, bool]:
     """The epoch's running means over all ranks (every rank sees the same values, so a
     non-finite loss stops all of them together), logged on rank 0; and whether any rank
     was asked to stop (shared in the same all-reduce)."""
-    flag = stop.flag(sums.device) if stop is not None else sums.new_zeros(1)
-    total = dist.all_reduce_sum_(torch.cat([sums, flag.to(sums.dtype)]))
+    total = dist.all_reduce_sum_(torch.cat([sums, stop.flag(sums.device).to(sums.dtype)]))
     images_seen = seen * plan.world_size
     loss = total[0].item() / images_seen
     if not math.isfinite(loss):
@@ -449,10 +450,7 @@ def _log_progress(
             momentum=m,
             images_per_s=ips,
         )
-    asked = bool(total[2].item() > 0)
-    if asked and stop is not None and stop.signum is None:
-        stop.signum = int(signal.SIGTERM)  # a peer's request
-    return EpochStats(loss, acc, lr), asked
+    return EpochStats(loss, acc, lr), stop.shared(bool(total[2].item() > 0))
 
 
 def _warn_if_stuck(stats: EpochStats, state: LoopState, log: MetricsLog | None) -> None:
