@@ -3,6 +3,9 @@ launchers of multi-process tests."""
 
 from __future__ import annotations
 
+import moco  # noqa: F401  (first: sets the OpenMP wait policy before torch loads)
+
+# isort: split
 from collections.abc import Callable
 from pathlib import Path
 
