@@ -23,9 +23,11 @@ step    one MoCo training step on the same encoder weights and the same two view
         backbone whose BN layers are lightly's ``SplitBatchNorm`` with our G. FP32 and
         bf16 (autocast, both sides).
 augment two-view MoCo v2 augmentation, images/s: ours (batched kornia on the uint8
-        batch at 28 and 32 px; at 224 px stage 1 per sample from JPEG + stage 2
-        batched) against lightly's ``MoCoV2Transform`` per sample on PIL images +
-        collate, in this process (0 workers on both sides).
+        batch at 28 and 32 px; at 224 px from JPEGs, the CPU path: stage 1 per sample
+        with the photometric ops on uint8 by Pillow, then a batched normalisation; and
+        the GPU path run on the CPU: stage 1 crops, stage 2 batched kornia) against
+        lightly's ``MoCoV2Transform`` per sample on PIL images + collate, in this
+        process (0 workers on both sides).
 
     python bench/peer.py                            # everything, default preset shapes
     python bench/peer.py --sections step --threads 1 --repeats 20
@@ -60,7 +62,13 @@ except ImportError:  # pragma: no cover - the message is the point
     sys.exit("bench/peer.py needs lightly: pip install -e '.[bench]'")
 
 from moco.augment.two_stage import CropFlip
-from moco.augment.views import PRESETS, build_photometric_transform, build_view_transform
+from moco.augment.views import (
+    PRESETS,
+    ViewSpec,
+    build_eval_transform,
+    build_photometric_transform,
+    build_view_transform,
+)
 from moco.config import load_config
 from moco.engine.build import build_model
 from moco.engine.step import train_step
@@ -260,23 +268,35 @@ def bench_augment(args: argparse.Namespace) -> None:
         title = f"augment {size}x{size}x{channels} from memory, two views, N={args.n_small}"
         show(title, timed, "ours (batched)", "lightly", args.n_small)
 
+    for w, h in args.jpeg_sizes:
+        augment_224(args, spec, rng, w, h)
+
+
+def augment_224(
+    args: argparse.Namespace, spec: ViewSpec, rng: np.random.Generator, width: int, height: int
+) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         paths = []
-        for i, a in enumerate(images(args.n224, 375, 500, 3, rng)):
+        for i, a in enumerate(images(args.n224, height, width, 3, rng)):
             paths.append(Path(tmp) / f"{i}.jpg")
             Image.fromarray(a).save(paths[-1], quality=90)
         mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
         stage1 = CropFlip(spec, 224)
         stage2 = build_photometric_transform(spec, 224, 3, mean, std)
+        stage1_cpu = CropFlip(spec, 224, photometric=True)  # what CPU training runs
+        normalise = build_eval_transform(224, mean, std, 224)
         peer224 = MoCoV2Transform(input_size=224)
 
-        def ours_224() -> object:
-            views = [stage1(p, i) for i, p in enumerate(paths)]
-            with torch.no_grad():
-                return (
-                    stage2(torch.stack([v[0] for v in views])),
-                    stage2(torch.stack([v[1] for v in views])),
-                )
+        def two_stage(first: CropFlip, second: nn.Module) -> Callable[[], object]:
+            def run() -> object:
+                views = [first(p, i) for i, p in enumerate(paths)]
+                with torch.no_grad():
+                    return (
+                        second(torch.stack([v[0] for v in views])),
+                        second(torch.stack([v[1] for v in views])),
+                    )
+
+            return run
 
         def peer_224() -> object:
             views = []
@@ -285,9 +305,12 @@ def bench_augment(args: argparse.Namespace) -> None:
                     views.append(peer224(f.convert("RGB")))
             return torch.stack([v[0] for v in views]), torch.stack([v[1] for v in views])
 
-        timed = measure({"ours (two-stage)": ours_224, "lightly": peer_224}, 1, args.repeats)
-        title = f"augment 224x224 from 500x375 JPEGs, two views, N={args.n224}"
-        show(title, timed, "ours (two-stage)", "lightly", args.n224)
+        cpu, gpu = "ours, CPU path (Pillow ops in stage 1)", "ours, GPU path run on the CPU"
+        sides = {cpu: two_stage(stage1_cpu, normalise), gpu: two_stage(stage1, stage2)}
+        timed = measure({**sides, "lightly": peer_224}, 1, args.repeats)
+        title = f"augment 224x224 from {width}x{height} JPEGs, two views, N={args.n224}"
+        show(title, timed, cpu, "lightly", args.n224)
+        print(f"  GPU path on a CPU / lightly: {timed[gpu][0] / timed['lightly'][0]:.3f}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -301,8 +324,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=0, help="intra-op threads (0: torch's)")
     parser.add_argument("--n-small", type=int, default=256, help="images at 28 and 32 px")
     parser.add_argument("--n224", type=int, default=32, help="JPEGs at 224 px")
+    parser.add_argument(
+        "--jpeg-sizes",
+        default="500x375,1600x1200",
+        help="JPEG sizes for 224 px (ImageNet's typical, a camera's downscaled)",
+    )
     args = parser.parse_args(argv)
     args.dtypes = args.dtypes.split(",")
+    args.jpeg_sizes = [tuple(int(v) for v in s.split("x")) for s in args.jpeg_sizes.split(",")]
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     print(

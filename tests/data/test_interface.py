@@ -95,9 +95,16 @@ def test_transforms_are_those_of_each_path(folder):
     assert repr(mem.view_transform(SPEC, 8, mean, std)) == repr(
         build_view_transform(SPEC, 8, 3, mean, std)
     )
-    assert repr(streamed.view_transform(SPEC, 8, mean, std)) == repr(
-        build_photometric_transform(SPEC, 8, 3, mean, std)
-    )
+    stage2 = streamed.view_transform(SPEC, 8, mean, std)
+    assert repr(stage2.photometric) == repr(build_photometric_transform(SPEC, 8, 3, mean, std))
+    # on a CPU the workers ran the photometric ops (Pillow): the device only normalises
+    batches = streamed.batches(SPEC, 8, 2, torch.device("cpu"), seed=0, workers=0)
+    assert batches.loader.dataset.crop.photometric is not None
+    crops = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
+    expected = (crops.float() / 255 - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[
+        :, None, None
+    ]
+    torch.testing.assert_close(stage2(crops), expected)
     x = torch.randint(0, 256, (2, 3, 12, 12), dtype=torch.uint8)
     assert mem.eval_transform(8, mean, std)(x).shape == (2, 3, 8, 8)  # stored at 12: resized
     crops = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)

@@ -19,6 +19,12 @@ is decoded at 1/r scale by libjpeg's DCT scaling (``Image.draft``), which cuts d
 time about r^2-fold, and the crop boxes are mapped into the reduced image. Every crop
 then still has >= ``size`` pixels per side, so the downscaled view loses (nearly) nothing.
 
+Where the photometric ops run. On a GPU stage 2 runs them batched on the device. For
+CPU training (:func:`photometric_in_workers`) stage 1 applies them too, per uint8 view
+with Pillow (``CropFlip(..., photometric=True)``, :mod:`moco.augment.pil_views`), which
+costs a CPU far less than the batched float ops, and the device stage only normalises
+(``views.build_normalize_transform``).
+
 Determinism. ``CropFlip(path, index, epoch)`` draws from a numpy Generator seeded with
 ``(seed, epoch, index)``: a sample's views depend on nothing else (not on the worker that
 made them, nor on the order of loading), so a run is reproducible for any number of
@@ -35,6 +41,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from moco.augment.pil_views import PilPhotometric
 from moco.augment.views import ViewSpec
 
 _REDUCTIONS = (8, 4, 2)  # the DCT scalings libjpeg offers (besides 1)
@@ -89,12 +96,22 @@ def jpeg_reduction(crops: list[CropBox], size: int) -> int:
     return next((r for r in _REDUCTIONS if smallest >= r * size), 1)
 
 
+def photometric_in_workers(device: torch.device) -> bool:
+    """Whether stage 1 applies the photometric ops (per sample, Pillow) for training on
+    ``device``: on a CPU, where they cost far less per sample on uint8 than batched in
+    float; not on an accelerator, which runs them batched."""
+    return device.type == "cpu"
+
+
 class CropFlip:
     """Stage 1: a file (or an opened PIL image) -> ``n_views`` uint8 (C, size, size) crops.
 
     Runs per sample on the CPU, in DataLoader workers; stage 2 is
-    ``build_photometric_transform(spec, size, ...)`` on the batched crops. ``mode`` is
-    the PIL mode of the output ("RGB": C = 3, "L": C = 1). ``seed`` is the run's base seed.
+    ``build_photometric_transform(spec, size, ...)`` on the batched crops, or, with
+    ``photometric=True``, this applies ``spec``'s photometric ops to each crop
+    (:class:`~moco.augment.pil_views.PilPhotometric`) and stage 2 only normalises.
+    ``mode`` is the PIL mode of the output ("RGB": C = 3, "L": C = 1). ``seed`` is the
+    run's base seed.
     """
 
     def __init__(
@@ -105,6 +122,7 @@ class CropFlip:
         seed: int = 0,
         mode: str = "RGB",
         reduced_decoding: bool = True,
+        photometric: bool = False,
     ) -> None:
         if mode not in ("RGB", "L"):
             raise ValueError(f"mode must be 'RGB' or 'L', got {mode!r}")
@@ -114,6 +132,7 @@ class CropFlip:
         self.seed = seed
         self.mode = mode
         self.reduced_decoding = reduced_decoding
+        self.photometric = PilPhotometric(spec, size, mode) if photometric else None
 
     def generator(self, index: int, epoch: int) -> np.random.Generator:
         """The sample's own generator: a function of (seed, epoch, index) alone."""
@@ -153,7 +172,7 @@ class CropFlip:
             # no-op on an image already decoded); the boxes below use the size it gives
             img.draft(self.mode, (-(-width // reduction), -(-height // reduction)))
         img = img.convert(self.mode)  # decodes, at the draft scale if one was set
-        return self.cut(img, width, height, crops, flips)
+        return self.cut(img, width, height, crops, flips, index, epoch)
 
     def cut(
         self,
@@ -162,16 +181,23 @@ class CropFlip:
         height: int,
         crops: list[CropBox],
         flips: list[bool],
+        index: int,
+        epoch: int = 0,
     ) -> tuple[torch.Tensor, ...]:
         """uint8 (C, size, size) views of ``crops`` / ``flips`` (drawn in a ``width`` x
-        ``height`` image) from ``img``: that image decoded at any scale, in ``self.mode``."""
+        ``height`` image) from ``img``: that image decoded at any scale, in ``self.mode``;
+        with the photometric ops of sample ``index`` at ``epoch`` when they run here."""
         sx, sy = width / img.size[0], height / img.size[1]
+        # the photometric draws: a stream of their own, so the crops are the same either way
+        rng = np.random.default_rng([self.seed, epoch, index, 1])
         views = []
         for crop, flip in zip(crops, flips, strict=True):
             box = (crop.j / sx, crop.i / sy, (crop.j + crop.w) / sx, (crop.i + crop.h) / sy)
             view = img.resize((self.size, self.size), Image.Resampling.BILINEAR, box=box)
             if flip:
                 view = view.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+            if self.photometric is not None:
+                view = self.photometric(view, rng)
             x = torch.from_numpy(np.asarray(view).copy())
             views.append(x.unsqueeze(0) if x.ndim == 2 else x.permute(2, 0, 1).contiguous())
         return tuple(views)

@@ -70,7 +70,7 @@ def crop_flip_file(
     if d.image is None:
         return None, d.error or "unreadable"
     img = d.image if d.image.mode == crop.mode else d.image.convert(crop.mode)
-    return crop.cut(img, w, h, crops, flips), ""
+    return crop.cut(img, w, h, crops, flips, index, epoch), ""
 
 
 def _oriented_size(path: Path) -> tuple[int, int] | None:

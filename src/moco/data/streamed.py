@@ -4,8 +4,10 @@
 The files stay on disk. Each step's files are decoded and cropped in DataLoader workers
 (stage 1, :class:`~moco.augment.two_stage.CropFlip`, two crops per file: the two crops of
 a :class:`~moco.data.contract.TrainBatch`), and the photometric ops run batched on the
-device (stage 2, ``views.build_photometric_transform``). Evaluation reads the files as
-the in-memory path stores them: ``size`` x ``size`` centre crops.
+device (stage 2, ``views.build_photometric_transform``), or, when training on a CPU, in
+stage 1 per uint8 crop, stage 2 then only normalising
+(:func:`~moco.augment.two_stage.photometric_in_workers` decides both sides). Evaluation
+reads the files as the in-memory path stores them: ``size`` x ``size`` centre crops.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from moco.augment.two_stage import CropFlip
+from moco.augment.two_stage import CropFlip, photometric_in_workers
 from moco.augment.views import ViewSpec, build_eval_transform, build_photometric_transform
 from moco.data.contract import TrainBatch, describe
 from moco.data.eval_batches import FileEvalSplit
@@ -43,6 +45,20 @@ class StreamedBatches:
     @property
     def unreadable_in_epoch(self) -> int:
         return self.loader.unreadable_in_epoch
+
+
+class _Stage2(nn.Module):
+    """Stage 2 as stage 1 chose for the batch's device (``photometric_in_workers``)."""
+
+    def __init__(self, photometric: nn.Module, normalise: nn.Module) -> None:
+        super().__init__()
+        self.photometric = photometric
+        self.normalise = normalise
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if photometric_in_workers(x.device):
+            return self.normalise(x)
+        return self.photometric(x)
 
 
 class StreamedData:
@@ -87,7 +103,8 @@ class StreamedData:
         seed: int,
         workers: int,
     ) -> StreamedBatches:
-        crop = CropFlip(spec, size, 2, seed, self.files.mode)
+        in_workers = photometric_in_workers(device)
+        crop = CropFlip(spec, size, 2, seed, self.files.mode, photometric=in_workers)
         return StreamedBatches(
             StreamingLoader(self.files.train, crop, batch_size, device, seed, workers)
         )
@@ -95,8 +112,13 @@ class StreamedData:
     def view_transform(
         self, spec: ViewSpec, size: int, mean: tuple[float, ...], std: tuple[float, ...]
     ) -> nn.Module:
-        """The photometric ops (stage 2) only: the crops are made in the workers."""
-        return build_photometric_transform(spec, size, self.channels, mean, std)
+        """Stage 2 (the crops are made in the workers): the batched photometric ops and
+        normalisation for batches on an accelerator; normalisation alone for batches on
+        a CPU, whose photometric ops stage 1 applied."""
+        return _Stage2(
+            build_photometric_transform(spec, size, self.channels, mean, std),
+            build_eval_transform(size, mean, std, size),
+        )
 
     def eval_transform(
         self, size: int, mean: tuple[float, ...], std: tuple[float, ...]
