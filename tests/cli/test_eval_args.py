@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from moco.cli import main
+from moco.cli import build_parser, main
 from moco.cli.evaluate import positive_float, positive_int
 from moco.errors import ConfigError
 from moco.runs.records import finetune_protocol, linear_protocol
@@ -30,6 +30,27 @@ from moco.runs.records import finetune_protocol, linear_protocol
         (["finetune", "CKPT", "--lr", "-1"], "argument --lr: must be a finite number > 0, got -1"),
         (["finetune", "CKPT", "--batch-size", "0"], "argument --batch-size: must be a positive"),
         (["finetune", "CKPT", "--lr", "fast"], "argument --lr: must be a number > 0, got 'fast'"),
+        (
+            ["lincls", "CKPT", "--label-fraction", "0"],
+            "argument --label-fraction: must be a number in (0, 1], got 0",
+        ),
+        (
+            ["lincls", "CKPT", "--label-fraction", "1.5"],
+            "argument --label-fraction: must be a number in (0, 1], got 1.5",
+        ),
+        (["lincls", "CKPT", "--label-fraction", "-0.1"], "argument --label-fraction: must be"),
+        (
+            ["finetune", "CKPT", "--label-fraction", "nan"],
+            "argument --label-fraction: must be a number in (0, 1], got nan",
+        ),
+        (
+            ["finetune", "CKPT", "--label-fraction", "ten"],
+            "argument --label-fraction: must be a number in (0, 1], got 'ten'",
+        ),
+        (
+            ["finetune", "CKPT", "--label-seed", "-1"],
+            "argument --label-seed: must be a whole number >= 0, got -1",
+        ),
     ],
 )
 def test_bad_numbers_exit_2_naming_the_argument(argv, message, capsys, tmp_path, monkeypatch):
@@ -66,3 +87,13 @@ def test_the_library_refuses_the_same_values(changes, key):
         finetune_protocol(**changes)
     with pytest.raises(ConfigError, match="batch_size must be a finite number > 0, got 0"):
         finetune_protocol(batch_size=0)
+
+
+@pytest.mark.parametrize("command", ["lincls", "finetune"])
+def test_the_label_fraction_flags_parse(command):
+    args = build_parser().parse_args([command, "CKPT", "--label-fraction", "0.01",
+                                      "--label-seed", "3"])  # fmt: skip
+    assert (args.label_fraction, args.label_seed) == (0.01, 3)
+    default = build_parser().parse_args([command, "CKPT"])
+    assert (default.label_fraction, default.label_seed) == (1.0, 0)  # every label
+    assert build_parser().parse_args([command, "CKPT", "--label-fraction", "1"]).label_fraction == 1

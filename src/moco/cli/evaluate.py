@@ -41,6 +41,46 @@ def positive_float(text: str) -> float:
     return value
 
 
+def fraction(text: str) -> float:
+    """argparse ``type=``: a number in (0, 1] (a share of the training labels)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1], got {text!r}") from None
+    if not math.isfinite(value) or not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1], got {text}")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    """argparse ``type=``: a whole number >= 0 (a seed)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {value}")
+    return value
+
+
+def _add_label_args(p: argparse.ArgumentParser) -> None:
+    """``--label-fraction`` and ``--label-seed``: the semi-supervised protocol."""
+    p.add_argument(
+        "--label-fraction",
+        type=fraction,
+        default=1.0,
+        help="train on this share of the training labels, e.g. 0.01 or 0.1 (stratified: "
+        "that share of every class, at least one image each; validation and test splits "
+        "unchanged; default 1: all)",
+    )
+    p.add_argument(
+        "--label-seed",
+        type=nonnegative_int,
+        default=0,
+        help="seed that draws the labelled subset (default 0)",
+    )
+
+
 def add_parsers(sub: Subparsers) -> None:
     _add_knn(sub)
     _add_lincls(sub)
@@ -142,6 +182,7 @@ def _add_lincls(sub: Subparsers) -> None:
     )
     p.add_argument("--epochs", type=positive_int, help="override the protocol's epochs")
     p.add_argument("--lr", type=positive_float, help="override the protocol's lr (30)")
+    _add_label_args(p)
     p.set_defaults(handler=run_lincls)
 
 
@@ -149,7 +190,9 @@ def run_lincls(args: argparse.Namespace) -> int:
     from moco import dist
     from moco.runs.records import lincls_kind, lincls_record, linear_protocol, save_record
 
-    protocol = linear_protocol(args.protocol, args.epochs, args.lr)
+    protocol = linear_protocol(
+        args.protocol, args.epochs, args.lr, args.label_fraction, args.label_seed
+    )
     record = lincls_record(args.checkpoint, protocol, args.data, args.device, args.random_init)
     if not dist.is_main():
         return 0
@@ -173,6 +216,7 @@ def _add_finetune(sub: Subparsers) -> None:
     p.add_argument("--lr", type=positive_float, help="lr for a batch of 256 (default 0.05)")
     p.add_argument("--batch-size", type=positive_int, help="batch size (default 128)")
     p.add_argument("--no-feature-norm", action="store_true", help="no BN before the new head")
+    _add_label_args(p)
     p.set_defaults(handler=run_finetune)
 
 
@@ -181,7 +225,14 @@ def run_finetune(args: argparse.Namespace) -> int:
     from moco.runs.records import finetune_kind, finetune_protocol, finetune_record, save_record
 
     norm = not args.no_feature_norm
-    protocol = finetune_protocol(args.epochs, args.lr, args.batch_size, norm_features=norm)
+    protocol = finetune_protocol(
+        args.epochs,
+        args.lr,
+        args.batch_size,
+        norm_features=norm,
+        label_fraction=args.label_fraction,
+        label_seed=args.label_seed,
+    )
     record = finetune_record(args.checkpoint, protocol, args.data, args.device, args.random_init)
     if not dist.is_main():
         return 0
@@ -191,9 +242,11 @@ def run_finetune(args: argparse.Namespace) -> int:
 
 
 def _protocol_line(label: str, r: dict[str, Any], out: Path) -> str:
+    few = r.get("label_fraction", 1.0) < 1.0
+    labels = f", {r['labelled_images']} labelled images ({r['labels']})" if few else ""
     return (
         f"{label} top-1 {r['test_top1']:.4f} top-5 {r['test_top5']:.4f} on the test split "
-        f"(epoch {r['selected_epoch']} selected on val {r['val_top1_selected']:.4f}); "
+        f"(epoch {r['selected_epoch']} selected on val {r['val_top1_selected']:.4f}{labels}); "
         f"wrote {out}"
     )
 

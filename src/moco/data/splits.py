@@ -5,15 +5,18 @@ A leaf of ``moco.data`` (it imports only :mod:`moco.errors`): the readers
 reading of :mod:`~moco.data.sources`) build ``ImageSplits`` with the held-out rules here,
 the streamed listing (:mod:`~moco.data.file_splits`) holds out files with the same rules,
 and the dispatcher (:mod:`~moco.data.sources`) imports the readers, which never import it.
+The few-label subsets of the supervised protocols (:func:`label_subset`) are drawn here
+too.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
-from moco.errors import DataSourceError
+from moco.errors import ConfigError, DataSourceError
 
 BUNDLED = "bundled"
 KINDS = (
@@ -173,3 +176,39 @@ def random_split(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torc
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     n_held = min(n - 1, max(1, round(fraction * n)))
     return torch.sort(perm[n_held:]).values, torch.sort(perm[:n_held]).values
+
+
+# ----------------------------------------------------------------------- few labels
+
+
+def check_label_fraction(fraction: object) -> float:
+    """``fraction`` as a float in (0, 1], or a :class:`ConfigError` naming ``label_fraction``."""
+    if isinstance(fraction, bool) or not isinstance(fraction, int | float):
+        raise ConfigError(f"label_fraction must be a number in (0, 1], got {fraction!r}")
+    value = float(fraction)
+    if not math.isfinite(value) or not 0.0 < value <= 1.0:
+        raise ConfigError(f"label_fraction must be a number in (0, 1], got {fraction}")
+    return value
+
+
+def label_subset(labels: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
+    """Positions (sorted) of a stratified, seeded ``fraction`` of ``labels``: the labelled
+    images of the semi-supervised protocol (SimCLR / MoCo: 1 % and 10 % of the labels).
+
+    Every class of n images keeps ``floor(fraction * n + 0.5)`` of them (rounded half up),
+    at least one, so no class goes unseen. Each class's images are shuffled once with
+    ``seed`` and the first ones kept, so the subsets of one seed are nested: the 1 %
+    subset lies inside the 10 % one. ``fraction`` 1 returns every position, in order.
+    """
+    fraction = check_label_fraction(fraction)
+    if fraction == 1.0:
+        return torch.arange(len(labels))
+    g = torch.Generator().manual_seed(seed)
+    chosen = []
+    for c in torch.unique(labels).tolist():  # sorted: the draw does not depend on order
+        idx = torch.nonzero(labels == c).flatten()
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        chosen.append(idx[: max(1, math.floor(fraction * len(idx) + 0.5))])
+    if not chosen:
+        return torch.zeros(0, dtype=torch.long)
+    return torch.sort(torch.cat(chosen)).values

@@ -8,6 +8,10 @@ Split-BN layers from pre-training normalise the whole batch here (one group). Th
 epoch is selected on a validation split of the training data; the test split is
 evaluated once, at the end (:func:`moco.eval.protocol.select_on_val`, shared with the
 linear probe; this module says what trains and how a batch is made).
+
+``label_fraction`` < 1 fine-tunes on a stratified subset of the training labels (the
+semi-supervised protocol); where it holds fewer images than ``batch_size``, a batch is
+all of them and the lr is scaled linearly to that batch.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from moco.data.sources import ImageSplits
 from moco.dist import sync_batchnorm, world_size
 from moco.encoders.base import Encoder, as_encoder
 from moco.eval.features import extract_features
-from moco.eval.protocol import ClassifierResult, Trainee, select_on_val
+from moco.eval.protocol import ClassifierResult, Trainee, batch_size_for, select_on_val
 from moco.layers.split_bn import SplitBatchNorm2d
 
 
@@ -39,6 +43,8 @@ class FinetuneProtocol:
     crop_min_scale: float = 0.3
     val_fraction: float = 0.1
     seed: int = 0
+    label_fraction: float = 1.0  # of the training labels left by val, per class (few labels)
+    label_seed: int = 0  # draws that subset
 
 
 def classifier_model(encoder: nn.Module, num_classes: int, norm_features: bool) -> Encoder:
@@ -88,14 +94,15 @@ def finetune(
 
     def setup(keep: torch.Tensor, val: torch.Tensor, g: torch.Generator) -> Trainee:
         images = data.train_images[keep]
-        lr = protocol.lr * protocol.batch_size / 256
+        batch = batch_size_for(protocol, len(images))  # fewer labelled images than a batch
+        lr = protocol.lr * batch / 256
         optimizer = torch.optim.SGD(
             model.parameters(),
             lr=lr,
             momentum=protocol.momentum,
             weight_decay=protocol.weight_decay,
         )
-        steps = protocol.epochs * (len(images) // protocol.batch_size)
+        steps = protocol.epochs * (len(images) // batch)
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(1, steps))
         model.train()
         return Trainee(

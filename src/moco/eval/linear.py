@@ -5,7 +5,10 @@ layer on its pooled features trained with SGD (lr 30, weight decay 0, momentum 0
 100 epochs, lr x 0.1 at 60 and 80, batch 256). Model selection (the epoch kept) uses
 only a validation split carved from the training data; the held-out test split is
 evaluated once, at the end, with the selected classifier
-(:func:`moco.eval.protocol.select_on_val`, shared with fine-tuning).
+(:func:`moco.eval.protocol.select_on_val`, shared with fine-tuning). ``label_fraction``
+< 1 trains the classifier on a stratified, seeded subset of the training labels (the
+semi-supervised protocol of SimCLR and MoCo: 1 % or 10 % of the labels); validation and
+test stay those of the full protocol.
 
 Two paths: through the frozen backbone every step (``augment=True``: random-resized
 crops + flips, as the paper), or, without augmentation, on features extracted once
@@ -47,6 +50,8 @@ class LinearProtocol:
     cache_features: bool = False  # without augmentation: extract features once, train on them
     crop_min_scale: float = 0.08  # torchvision's RandomResizedCrop default, as main_lincls
     seed: int = 0
+    label_fraction: float = 1.0  # of the training labels left by val, per class (few labels)
+    label_seed: int = 0  # draws that subset
 
 
 PROTOCOLS: dict[str, LinearProtocol] = {

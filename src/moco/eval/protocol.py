@@ -7,6 +7,12 @@ is :func:`select_on_val`: a stratified validation split carved from the labelled
 training data, epochs of SGD that each end with top-1 on that split, the state of the
 best epoch kept, and the held-out test split evaluated once, with that state. The test
 split never chooses anything.
+
+Few labels (the semi-supervised protocol of SimCLR and MoCo v2/v3: 1 % and 10 % of the
+labels): a protocol whose settings carry ``label_fraction`` < 1 trains on a stratified,
+seeded subset (``label_seed``) of what the validation split leaves of the training split
+(:func:`moco.data.splits.label_subset`). The validation split, the selection and the test
+split are those of the full protocol, so the numbers of two fractions compare.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from moco.data.sources import ImageSplits, stratified_split
+from moco.data.splits import check_label_fraction, label_subset
 
 
 @dataclass
@@ -33,6 +40,7 @@ class ClassifierResult:
     best_epoch: int
     protocol: dict[str, Any] = field(default_factory=dict)
     curve: list[dict[str, float]] = field(default_factory=list)  # per epoch: loss, val_top1
+    labelled_images: int = 0  # the labelled training images it trained on
 
 
 def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, k: int) -> float:
@@ -54,6 +62,37 @@ class Settings(Protocol):
     def val_fraction(self) -> float: ...  # of the training split, stratified
     @property
     def seed(self) -> int: ...  # of the split and of the epochs' sample orders
+
+    # Optional, read with getattr (settings without them use every label):
+    # label_fraction: float in (0, 1], the share of the labels trained on (1.0);
+    # label_seed: int, the seed that draws them (0)
+
+
+def label_settings(settings: Settings) -> tuple[float, int]:
+    """``(label_fraction, label_seed)`` of ``settings``: ``(1.0, 0)`` where it has none;
+    a fraction outside (0, 1] raises a ``ConfigError`` naming ``label_fraction``."""
+    fraction = check_label_fraction(getattr(settings, "label_fraction", 1.0))
+    return fraction, int(getattr(settings, "label_seed", 0))
+
+
+def training_positions(
+    labels: torch.Tensor, settings: Settings
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, val) positions into ``labels`` (the training split's): the stratified
+    validation split of ``settings.val_fraction`` and ``settings.seed``, and what it leaves,
+    cut to ``settings.label_fraction`` of every class with ``settings.label_seed``. Drawn
+    from the kept positions only, so never from the validation (or test) images."""
+    fraction, label_seed = label_settings(settings)
+    keep, val = stratified_split(labels, settings.val_fraction, settings.seed)
+    if fraction < 1.0:
+        keep = keep[label_subset(labels[keep], fraction, label_seed)]
+    return keep, val
+
+
+def batch_size_for(settings: Settings, labelled: int) -> int:
+    """The batch an epoch is cut into: ``settings.batch_size``, or all ``labelled``
+    images where they are fewer (1 % of the labels may not fill one batch)."""
+    return max(1, min(settings.batch_size, labelled))
 
 
 @dataclass
@@ -78,18 +117,20 @@ def select_on_val(
 ) -> ClassifierResult:
     """Train ``settings.epochs`` epochs, keep the best on val, evaluate the test split once.
 
-    ``setup(keep, val, g)`` gets the indices of the split (into ``data.train_*``) and the
+    ``setup(keep, val, g)`` gets the indices of the split (into ``data.train_*``;
+    ``keep`` cut to the labelled subset, :func:`training_positions`) and the
     generator seeded with ``settings.seed`` that then draws every epoch's sample order
     (a protocol may draw from it first, e.g. its initial weights), and returns the
     :class:`Trainee`. Each batch's loss is the cross-entropy of ``train_logits`` with the
-    batch's labels; an epoch's loss in the curve is the mean over its samples. The first
-    epoch with the highest validation top-1 is selected.
+    batch's labels; an epoch's loss in the curve is the mean over its samples; batches
+    hold :func:`batch_size_for` images. The first epoch with the highest validation top-1
+    is selected.
     """
-    keep, val = stratified_split(data.train_labels, settings.val_fraction, settings.seed)
+    keep, val = training_positions(data.train_labels, settings)
     g = torch.Generator().manual_seed(settings.seed)  # the protocol is seeded, not the caller
     t = setup(keep, val, g)
     y_train, y_val = data.train_labels[keep].to(device), data.train_labels[val].to(device)
-    size = settings.batch_size
+    size = batch_size_for(settings, len(keep))
     best: tuple[float, int, dict[str, torch.Tensor]] = (-1.0, -1, {})
     curve = []
     for epoch in range(settings.epochs):
@@ -123,4 +164,5 @@ def select_on_val(
         best_epoch=best[1],
         protocol=asdict(settings),
         curve=curve,
+        labelled_images=len(keep),
     )

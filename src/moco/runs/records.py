@@ -9,6 +9,11 @@ change that changes the number (:func:`knn_kind`, :func:`lincls_kind`,
 :func:`finetune_kind`: ``knn-k200-t0.1-backbone``, ``lincls-small-e30-lr30``), so two
 measurements never share a file; re-measuring the same settings replaces its own file,
 and a file holding a record of other settings is never overwritten.
+
+Few labels: ``label_fraction`` < 1 (``--label-fraction``) trains the supervised protocols
+on a stratified, seeded subset of the training labels; the record says the fraction, the
+seed and how many labelled images were used, and the kind ends ``-labels0.01-seed0``
+(nothing at 1.0, whose records and names are those of the full protocol).
 """
 
 from __future__ import annotations
@@ -35,16 +40,23 @@ if TYPE_CHECKING:  # eval imported inside the functions: only they need it
 
 
 def linear_protocol(
-    name: str = "paper", epochs: int | None = None, lr: float | None = None
+    name: str = "paper",
+    epochs: int | None = None,
+    lr: float | None = None,
+    label_fraction: float = 1.0,
+    label_seed: int = 0,
 ) -> LinearProtocol:
     """The named linear protocol (``paper`` or ``small``) with its epochs or lr replaced;
-    the lr milestones keep their place in the schedule when the epochs change."""
+    the lr milestones keep their place in the schedule when the epochs change.
+    ``label_fraction`` < 1 trains on that stratified share of the training labels, drawn
+    with ``label_seed`` (:func:`moco.data.splits.label_subset`)."""
     from moco.eval.linear import PROTOCOLS
 
     if name not in PROTOCOLS:
         raise ConfigError(f"unknown linear protocol {name!r}; allowed: {', '.join(PROTOCOLS)}")
     _check_positive(epochs=epochs, lr=lr)
-    protocol = PROTOCOLS[name]
+    labels = _label_changes(label_fraction, label_seed)
+    protocol = dataclasses.replace(PROTOCOLS[name], **labels)
     if epochs is not None:
         scale = epochs / protocol.epochs
         milestones = tuple(round(m * scale) for m in protocol.milestones)
@@ -59,8 +71,11 @@ def finetune_protocol(
     lr: float | None = None,
     batch_size: int | None = None,
     norm_features: bool = True,
+    label_fraction: float = 1.0,
+    label_seed: int = 0,
 ) -> FinetuneProtocol:
-    """The fine-tuning protocol with the values given (``None``: the protocol's default)."""
+    """The fine-tuning protocol with the values given (``None``: the protocol's default);
+    ``label_fraction`` and ``label_seed`` as in :func:`linear_protocol`."""
     from moco.eval.finetune import FinetuneProtocol
 
     _check_positive(epochs=epochs, lr=lr, batch_size=batch_size)
@@ -68,7 +83,18 @@ def finetune_protocol(
     return dataclasses.replace(
         FinetuneProtocol(norm_features=norm_features),
         **{k: v for k, v in changes.items() if v is not None},
+        **_label_changes(label_fraction, label_seed),
     )
+
+
+def _label_changes(label_fraction: float, label_seed: int) -> dict[str, Any]:
+    """The checked few-label fields of a protocol: a ``ConfigError`` names the bad one."""
+    from moco.data.splits import check_label_fraction
+
+    fraction = check_label_fraction(label_fraction)
+    if isinstance(label_seed, bool) or not isinstance(label_seed, int) or label_seed < 0:
+        raise ConfigError(f"label_seed must be a whole number >= 0, got {label_seed!r}")
+    return {"label_fraction": fraction, "label_seed": label_seed}
 
 
 def _check_positive(**values: float | None) -> None:
@@ -129,10 +155,19 @@ def protocol_record(
     require_labels(s.data)  # the protocols score classes
     result = train(s.encoder, s.data, protocol, s.size, s.mean, s.std, dev)
     val = f"{protocol.val_fraction:.0%}"
+    fraction = result.protocol.get("label_fraction", 1.0)
+    label_seed = result.protocol.get("label_seed", 0)
+    labels = (
+        "all of train less validation"
+        if fraction == 1.0
+        else f"{fraction * 100:.4g}% of train less validation per class, seed {label_seed}"
+    )
     return {
         "checkpoint": s.checkpoint, "epoch": s.epoch, "random_init": random_init,
         "data": s.data.name, "train_images": len(s.data.train_images),
         "validation": f"{val} of train, stratified, seed {result.protocol['seed']}",
+        "label_fraction": fraction, "label_seed": label_seed,
+        "labelled_images": result.labelled_images, "labels": labels,
         "test_split": s.data.held_out, "test_images": len(s.data.test_images),
         "test_top1": result.test_top1, "test_top5": result.test_top5,
         "val_top1_selected": result.val_top1, "selected_epoch": result.best_epoch,
@@ -174,7 +209,17 @@ def knn_kind(k: int, t: float, features: str, data: str | None = None) -> str:
 def lincls_kind(name: str, protocol: LinearProtocol, data: str | None = None) -> str:
     """``lincls-small-e30-lr30``: the named protocol with the epochs and lr it ran (the
     milestones follow the epochs; everything else is the name's)."""
-    return f"lincls-{name}-e{protocol.epochs}-lr{number(protocol.lr)}{data_tag(data)}"
+    return (
+        f"lincls-{name}-e{protocol.epochs}-lr{number(protocol.lr)}{labels_tag(protocol)}"
+        f"{data_tag(data)}"
+    )
+
+
+def labels_tag(protocol: LinearProtocol | FinetuneProtocol) -> str:
+    """``""`` with every label, else ``-labels<fraction>-seed<label seed>``."""
+    if protocol.label_fraction == 1.0:
+        return ""
+    return f"-labels{number(protocol.label_fraction)}-seed{protocol.label_seed}"
 
 
 def finetune_kind(protocol: FinetuneProtocol, data: str | None = None) -> str:
@@ -182,7 +227,7 @@ def finetune_kind(protocol: FinetuneProtocol, data: str | None = None) -> str:
     norm = "" if protocol.norm_features else "-nonorm"
     return (
         f"finetune-e{protocol.epochs}-lr{number(protocol.lr)}-b{protocol.batch_size}{norm}"
-        f"{data_tag(data)}"
+        f"{labels_tag(protocol)}{data_tag(data)}"
     )
 
 
@@ -241,4 +286,7 @@ def _setting(record: dict[str, Any], key: str) -> Any:
     value = record.get(key)
     if key == "checkpoint" and value is not None:
         return os.path.abspath(value)  # the same file, however it was spelt
+    if key == "protocol" and isinstance(value, dict) and value.get("label_fraction", 1.0) == 1.0:
+        # every label: records from before the few-label fields, and any label seed, agree
+        value = {k: v for k, v in value.items() if k not in ("label_fraction", "label_seed")}
     return value
