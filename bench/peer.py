@@ -31,6 +31,7 @@ augment two-view MoCo v2 augmentation, images/s: ours (batched kornia on the uin
 
     python bench/peer.py                            # everything, default preset shapes
     python bench/peer.py --sections step --threads 1 --repeats 20
+    python bench/peer.py --sections step --device cuda --preset moco_cifar_demo --batch 512
 """
 
 from __future__ import annotations
@@ -77,15 +78,23 @@ from moco.layers.split_bn import SplitBatchNorm2d, interleave_groups
 Timed = dict[str, tuple[float, float]]  # side -> (median wall s, median CPU s) per call
 
 
+SYNC: list[Callable[[], None]] = []  # torch.cuda.synchronize when timing on a GPU
+
+
 def measure(sides: dict[str, Callable[[], object]], warmup: int, repeats: int) -> Timed:
-    """Median wall and process-CPU seconds per call of each side, round-robin."""
+    """Median wall and process-CPU seconds per call of each side, round-robin (the
+    device synchronised around each call)."""
     wall: dict[str, list[float]] = {k: [] for k in sides}
     cpu: dict[str, list[float]] = {k: [] for k in sides}
     names = list(sides)
     for r in range(warmup + repeats):
         for name in names if r % 2 == 0 else names[::-1]:
+            for sync in SYNC:
+                sync()
             c0, t0 = time.process_time(), time.perf_counter()
             sides[name]()
+            for sync in SYNC:
+                sync()
             t1, c1 = time.perf_counter(), time.process_time()
             if r >= warmup:
                 wall[name].append(t1 - t0)
@@ -188,24 +197,27 @@ def bench_step(args: argparse.Namespace) -> None:
     in_chans = 1 if args.preset == "default" else 3
     size = cfg.augment.size
     torch.manual_seed(0)
-    ours = build_model(cfg, in_chans).train()
+    dev = torch.device(args.device)
+    ours = build_model(cfg, in_chans).to(dev).train()
     opt_ours = torch.optim.SGD(
         ours.encoder_q.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay
     )
     enc: Any = ours.encoder_q
-    peer = LightlyMoCo(lightly_backbone(enc, m.bn_splits), enc.feature_dim, m.dim).train()
+    peer = LightlyMoCo(lightly_backbone(enc, m.bn_splits), enc.feature_dim, m.dim)
+    peer = peer.to(dev).train()
     criterion = NTXentLoss(temperature=m.temperature, memory_bank_size=(m.queue_size, m.dim))
+    criterion = criterion.to(dev)
     opt_peer = torch.optim.SGD(
         [*peer.backbone.parameters(), *peer.head.parameters()],
         lr=o.lr,
         momentum=o.momentum,
         weight_decay=o.weight_decay,
     )
-    x_q = torch.randn(args.batch, in_chans, size, size)
-    x_k = torch.randn(args.batch, in_chans, size, size)
+    x_q = torch.randn(args.batch, in_chans, size, size, device=dev)
+    x_k = torch.randn(args.batch, in_chans, size, size, device=dev)
     print(
         f"step: preset {args.preset} ({m.arch.value} width {m.width}, {in_chans}x{size}x{size}), "
-        f"N={args.batch}, K={m.queue_size}, G={m.bn_splits}, "
+        f"N={args.batch}, K={m.queue_size}, G={m.bn_splits}, {dev}, "
         f"{sum(p.numel() for p in enc.parameters()) / 1e6:.2f} M params"
     )
 
@@ -218,7 +230,7 @@ def bench_step(args: argparse.Namespace) -> None:
         def peer_step(amp: torch.dtype | None = amp) -> object:
             update_momentum(peer.backbone, peer.backbone_m, m.momentum)
             update_momentum(peer.head, peer.head_m, m.momentum)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp is not None):
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp is not None):
                 q = peer.head(peer.backbone(x_q).flatten(1))
                 with torch.no_grad():
                     xs, shuffle = batch_shuffle(x_k)
@@ -322,6 +334,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=15, help="timed rounds (medians)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed rounds first")
     parser.add_argument("--threads", type=int, default=0, help="intra-op threads (0: torch's)")
+    parser.add_argument("--device", default="cpu", help="the step section's device")
     parser.add_argument("--n-small", type=int, default=256, help="images at 28 and 32 px")
     parser.add_argument("--n224", type=int, default=32, help="JPEGs at 224 px")
     parser.add_argument(
@@ -334,6 +347,8 @@ def main(argv: list[str] | None = None) -> None:
     args.jpeg_sizes = [tuple(int(v) for v in s.split("x")) for s in args.jpeg_sizes.split(",")]
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    if args.device.startswith("cuda"):
+        SYNC.append(torch.cuda.synchronize)
     print(
         f"torch {torch.__version__}, lightly {lightly.__version__}, CPU, "
         f"threads={torch.get_num_threads()}, repeats={args.repeats} (+{args.warmup} warm-up)"

@@ -15,4 +15,7 @@ platforms=(manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64
 "$python" -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
     --implementation cp "${platforms[@]/#/--platform=}" -d "$dir" \
     kornia==0.9.0 kornia_rs==0.2.0 omegaconf==2.4.0
+# bench/peer.py's peer: what its MoCo pieces import (not pytorch_lightning or hydra)
+"$python" -m pip download --no-deps --only-binary=:all: -d "$dir" \
+    lightly==1.6.0 lightning-utilities==0.15.3
 ls -l "$dir"

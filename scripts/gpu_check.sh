@@ -29,6 +29,8 @@
 #                     1 -> none -> 1; 2 -> the other one where 2 exist) (item 3)
 #   torchrun-1gpu     2 processes on 1 GPU: each must stop with item 1's message
 #   probes            TF32, cudnn.benchmark, LARS, fp16 scaler syncs on ResNet-50 (7)
+#   peer              bench/peer.py: our MoCo step against lightly's, CIFAR-demo shape,
+#                     FP32 and bf16 (issue 18, item 6; lightly from .whl/)
 #   step_ratio        bench/step_ratio.py on ResNet-50
 #   speed_options     bench/speed_options.py on ResNet-50 (channels_last, bf16, fp16,
 #                     fused SGD; 30-step loss check)
@@ -187,6 +189,8 @@ step torchrun-1gpu 220 "$SELF" _torchrun
 step probes 200 "$PY" scripts/gpu_probe.py tf32,cudnn-benchmark,lars,scaler --limit 60 \
     --device "$DEV" "${R50[@]}"
 if ((DRY)); then
+    step peer 120 "$PY" bench/peer.py --sections bn,step --device cpu --batch 32 \
+        --repeats 1 --warmup 1
     step step_ratio 120 "$PY" bench/step_ratio.py --encoder default --batch 32 --device cpu \
         --repeats 1 --warmup 1 --inner 2
     step speed_options 200 "$PY" bench/speed_options.py --encoder default --batch 32 \
@@ -197,6 +201,8 @@ if ((DRY)); then
     step speed-compile 240 "$PY" bench/speed_options.py --encoder default --batch 32 \
         --device cpu --repeats 1 --warmup 1 --check-steps 0 --options compile
 else
+    step peer 120 "$PY" bench/peer.py --sections step --device cuda --preset moco_cifar_demo \
+        --batch 512 --repeats 10
     step step_ratio 120 "$PY" bench/step_ratio.py --encoder r50 --batch 64 --device cuda \
         --repeats 5 --inner 10
     step speed_options 200 "$PY" bench/speed_options.py --encoder r50 --batch 64 \
