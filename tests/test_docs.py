@@ -433,7 +433,7 @@ def test_every_doc_has_checked_commands_and_few_opt_outs():
         (["moco", "pretrain", "--resume", "runs/x", "optim.epochz=3"], "optim.epochz"),
         (["moco", "pretrain", "--dataa", "photos/"], "unrecognised arguments: --dataa"),
         (["moco", "knn", "runs/x", "--kk", "3"], "unrecognised arguments: --kk"),
-        (["moco", "export", "runs/x", "--format", "onnx", "--out", "x"], "parser refused"),
+        (["moco", "export", "runs/x", "--format", "keras", "--out", "x"], "parser refused"),
         (["moco", "ablate", "momentum", "--preset", "nope"], "unknown preset 'nope'"),
         (["moco", "frobnicate"], "parser refused"),
         (["torchrun", "--nprocs", "2", "-m", "moco", "pretrain"], "torchrun's parser"),

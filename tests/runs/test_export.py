@@ -40,6 +40,6 @@ def test_detectron2_needs_no_arch_the_others_do(untrained_checkpoint, tmp_path):
 
 
 def test_an_unknown_format_is_an_export_error(untrained_checkpoint, tmp_path):
-    with pytest.raises(ExportError, match="unknown export format 'onnx'"):
-        export_checkpoint(untrained_checkpoint, tmp_path / "x", "onnx")
+    with pytest.raises(ExportError, match="unknown export format 'keras'"):
+        export_checkpoint(untrained_checkpoint, tmp_path / "x", "keras")
     assert not (tmp_path / "x").exists()

@@ -18,7 +18,15 @@ def add_parser(sub: Subparsers) -> None:
         help="pre-train an encoder with MoCo",
         description="Pre-train an encoder with MoCo. Without arguments: the 'default' preset "
         "on the bundled Fashion-MNIST subset. Overrides are key=value pairs of the config "
-        "(see a run's config.yaml for every key), e.g. optim.epochs=50 model.queue_size=8192.",
+        "(see a run's config.yaml for every key), e.g. optim.epochs=50 model.queue_size=8192.\n\n"
+        "Backbones: model.arch=resnet18..resnet152 (ours), vit_tiny|vit_small|vit_base (timm), "
+        "or any classification model of torchvision or timm as torchvision:NAME / timm:NAME, "
+        "e.g. model.arch=torchvision:mobilenet_v3_small or model.arch=timm:convnext_atto "
+        "(pooled pre-logits features, our head on top, every BatchNorm split for "
+        "shuffling BN). List the names with\n"
+        "  python -c 'import torchvision; "
+        "print(torchvision.models.list_models(module=torchvision.models))'\n"
+        "  python -c 'import timm; print(timm.list_models())'",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--preset", default="default", help="recipe to start from (see `moco presets`)")

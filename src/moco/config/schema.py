@@ -12,7 +12,7 @@ import enum
 import math
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -35,6 +35,46 @@ class Arch(str, enum.Enum):
     @property
     def is_vit(self) -> bool:
         return self.value.startswith("vit_")
+
+
+LIBRARIES = ("torchvision", "timm")  # model.arch=LIBRARY:NAME builds that library's model
+ARCH_HELP = (
+    "one of " + ", ".join(a.value for a in Arch) + ", or torchvision:NAME / timm:NAME for "
+    "any classification model of those libraries (list the names with python -c "
+    "'import torchvision; print(torchvision.models.list_models(module=torchvision.models))' "
+    "or python -c 'import timm; print(timm.list_models())')"
+)
+
+
+class ArchName(str):
+    """The value of ``model.arch``: a built-in name (:class:`Arch`) or ``LIBRARY:NAME``.
+
+    A ``str`` (so the config stays plain YAML) with the enum's ``value`` and ``is_vit``;
+    ``library`` is ``"torchvision"`` / ``"timm"`` for prefixed names, else None, and
+    ``model_name`` the name without the prefix. :func:`validate` checks the syntax; that
+    the library has the model is checked when it is built (the library is imported then).
+    """
+
+    @property
+    def value(self) -> str:
+        return str(self)
+
+    @property
+    def library(self) -> str | None:
+        lib, sep, _ = self.partition(":")
+        return lib if sep else None
+
+    @property
+    def model_name(self) -> str:
+        return self.partition(":")[2] if self.library else str(self)
+
+    @property
+    def is_vit(self) -> bool:
+        return self.library is None and self.startswith("vit_")
+
+    @property
+    def is_builtin(self) -> bool:
+        return self.library is None and self in {a.value for a in Arch}
 
 
 class Method(str, enum.Enum):
@@ -85,7 +125,13 @@ class Features(str, enum.Enum):
 @dataclass
 class ModelConfig:
     method: Method = Method.moco
-    arch: Arch = Arch.resnet50
+    # resnet18..152, vit_tiny/small/base, or torchvision:NAME / timm:NAME (any
+    # classification model of the library: its pooled pre-logits features, our head on
+    # top, every BatchNorm split for shuffling BN, its stem adapted to the input channels)
+    if TYPE_CHECKING:  # an ArchName in code; OmegaConf and the YAML see a str
+        arch: ArchName = ArchName(Arch.resnet50.value)
+    else:
+        arch: str = Arch.resnet50.value
     # ResNet only (a ViT ignores cifar_stem and needs width=1; it has LayerNorm, so
     # bn_splits / shuffle_keys / sync_bn act on BN heads only)
     cifar_stem: bool = False  # 3x3/1 conv1, no max-pool (official CIFAR demo)
@@ -114,6 +160,9 @@ class ModelConfig:
     bn_splits: int = 1
     shuffle_keys: bool = True  # shuffle the key batch before the key encoder
     sync_bn: bool = False  # global BN across processes (SyncBatchNorm, CUDA); needs bn_splits=1
+
+    def __post_init__(self) -> None:  # model.arch read as an ArchName (YAML keeps a str)
+        self.arch = ArchName(self.arch.value if isinstance(self.arch, Arch) else self.arch)
 
 
 @dataclass
@@ -170,6 +219,9 @@ class RunConfig:
     init_queue: bool = False  # with run.init: take its queue too (same dim and queue_size)
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
     log_every: int = 10  # steps between logged metrics (and the only host syncs)
+    # run-health diagnostics every log_every steps and the detectors' warnings
+    # (docs/run-health.md); they change no weight: off only to save their ~1 % of the time
+    diagnostics: bool = True
     progress: bool = True  # tqdm progress bar
     # seconds a collective waits for another process (torchrun) before the run stops
     dist_timeout: float = 600.0
@@ -258,7 +310,12 @@ def _explain(err: OmegaConfBaseException) -> str:
 
 def validate(cfg: Config) -> None:
     """Range checks the types cannot express; each names the key and the allowed range."""
+    arch = ArchName(cfg.model.arch)
     checks: list[tuple[bool, str]] = [
+        (
+            arch.is_builtin or (arch.library in LIBRARIES and bool(arch.model_name.strip())),
+            f"model.arch={cfg.model.arch!r} is not a known arch; model.arch is {ARCH_HELP}",
+        ),
         (cfg.model.width > 0, "model.width must be > 0"),
         (cfg.model.dim > 0, "model.dim must be > 0"),
         (
@@ -291,11 +348,16 @@ def validate(cfg: Config) -> None:
         (cfg.augment.size > 0, "augment.size must be > 0"),
         (cfg.model.patch_size >= 1, "model.patch_size must be >= 1"),
         (
-            not cfg.model.arch.is_vit or cfg.augment.size % cfg.model.patch_size == 0,
+            not arch.is_vit or cfg.augment.size % cfg.model.patch_size == 0,
             "augment.size must be divisible by model.patch_size for ViT archs",
         ),
         (
-            not cfg.model.arch.is_vit or cfg.model.width == 1.0,
+            arch.library is None or cfg.model.width == 1.0 or "model.width" not in cfg.set_by_user,
+            "model.width scales our ResNets only; drop it for torchvision:/timm: archs "
+            "(a preset's width and cifar_stem are ignored by them)",
+        ),
+        (
+            not arch.is_vit or cfg.model.width == 1.0,
             "model.width must be 1 for ViT archs (it scales ResNet stages only)",
         ),
         (0.0 < cfg.augment.crop_min_scale <= 1.0, "augment.crop_min_scale must be in (0, 1]"),

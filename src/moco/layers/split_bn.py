@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def _split_batch_norm(
+def split_batch_norm(
     bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor, g: int, interleaved: bool
 ) -> torch.Tensor:
     """Training-mode BN of ``x`` (n, C, ...) with G groups normalised apart: the G
@@ -66,9 +66,9 @@ def deinterleave(y: torch.Tensor, g: int) -> torch.Tensor:
     return y.reshape(n // g, g, *y.shape[1:]).transpose(0, 1).reshape(y.shape)
 
 
-class _Groups(nn.modules.batchnorm._BatchNorm):
+class GroupedBatchNorm(nn.modules.batchnorm._BatchNorm):
     """A BN layer that, in training with ``num_splits`` G > 1, normalises G contiguous
-    chunks of the batch apart (:func:`_split_batch_norm`); plain BN otherwise."""
+    chunks of the batch apart (:func:`split_batch_norm`); plain BN otherwise."""
 
     def __init__(self, num_features: int, num_splits: int = 1, **kwargs: object) -> None:
         super().__init__(num_features, **kwargs)  # type: ignore[arg-type]
@@ -83,14 +83,14 @@ class _Groups(nn.modules.batchnorm._BatchNorm):
         if not self.training or self.num_splits == 1:
             return super().forward(x)
         self._check_input_dim(x)  # BatchNorm1d: (N, C) or (N, C, L); 2d: (N, C, H, W)
-        return _split_batch_norm(self, x, self.num_splits, self.interleaved)
+        return split_batch_norm(self, x, self.num_splits, self.interleaved)
 
     def extra_repr(self) -> str:
         strided = ", interleaved" if self.interleaved else ""
         return f"{super().extra_repr()}, num_splits={self.num_splits}{strided}"
 
 
-class SplitBatchNorm2d(_Groups, nn.BatchNorm2d):
+class SplitBatchNorm2d(GroupedBatchNorm, nn.BatchNorm2d):
     """BatchNorm2d that, in training, normalises G contiguous chunks of the batch apart.
 
     Group g is samples ``[g * N/G, (g+1) * N/G)``, which is what process g of G would
@@ -102,7 +102,7 @@ class SplitBatchNorm2d(_Groups, nn.BatchNorm2d):
     """
 
 
-class SplitBatchNorm1d(_Groups, nn.BatchNorm1d):
+class SplitBatchNorm1d(GroupedBatchNorm, nn.BatchNorm1d):
     """BatchNorm1d with ``SplitBatchNorm2d``'s groups, for the BN of MLP heads (MoCo v3's
     projector and predictor): with two views in one call and 2 groups, each view is
     normalised on its own, as in two calls."""
@@ -118,11 +118,11 @@ def convert_to_split_bn(module: nn.Module, num_splits: int) -> int:
         raise ValueError(f"num_splits must be >= 1, got {num_splits}")
     replaced = 0
     for name, child in list(module.named_children()):
-        if isinstance(child, _Groups):
+        if isinstance(child, GroupedBatchNorm):
             child.num_splits = num_splits
             replaced += 1
             continue
-        twin: type[_Groups] | None = None
+        twin: type[GroupedBatchNorm] | None = None
         if type(child) is nn.BatchNorm2d:
             twin = SplitBatchNorm2d
         elif type(child) is nn.BatchNorm1d:
@@ -155,7 +155,7 @@ class _Interleaver:
     (evaluation code sets ``num_splits = 1``); a deep copy of the module copies this
     object with its layer list pointing at the copy's layers."""
 
-    def __init__(self, layers: list[_Groups]) -> None:
+    def __init__(self, layers: list[GroupedBatchNorm]) -> None:
         self.layers = layers
         self.active = 1
 
@@ -191,7 +191,7 @@ def interleave_groups(module: nn.Module) -> int:
     nothing installed). Calling ``forward_features`` or a sub-module directly in
     training mode bypasses the reordering: the groups are then strided rows.
     """
-    layers = [m for m in module.modules() if isinstance(m, _Groups)]
+    layers = [m for m in module.modules() if isinstance(m, GroupedBatchNorm)]
     if not layers:
         return 0
     if any(m.interleaved for m in layers):

@@ -77,7 +77,8 @@ def load_for_eval(
             source or cfg.data.source, cfg.data.holdout_fraction, cfg.run.seed, load_size
         )
         torch.manual_seed(cfg.run.seed)
-        encoder: nn.Module = build_model(cfg, data.channels).encoder_q
+        # any arch the config names (ours, vit_*, torchvision:/timm:NAME), as trained
+        encoder: nn.Module = build_model(cfg, data.channels, quiet=True).encoder_q
         if not random_init:
             encoder.load_state_dict(query_encoder_state(state["state_dict"]), strict=True)
         mean, std = tuple(state["derived"]["mean"]), tuple(state["derived"]["std"])
