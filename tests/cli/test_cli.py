@@ -101,12 +101,12 @@ def test_pretrain_then_knn_from_the_command_line(tmp_path, tiny_idx, capsys):
     assert "exists and is not empty" in capsys.readouterr().err
     assert main(["report", str(out / "cli"), "--points", "64"]) == 0
     page = (out / "cli" / "report.html").read_text()
-    assert page.count('src="data:image/png;base64,') == 3  # curves, t-SNE, retrieval
+    assert page.count('src="data:image/png;base64,') == 4  # curves, health, t-SNE, retrieval
     assert "linear top-1 / top-5 (epoch 1)" in page and "kNN top-1 (random init)" in page
     assert "fine-tuned top-1 / top-5 (epoch 1)" in page and "k=20, t=0.1" in page
     assert f"{result['knn_top1']:.4f}" in page
     assert all((out / "cli" / "report" / f).stat().st_size > 5000
-               for f in ("curves.png", "tsne.png", "retrieval.png"))  # fmt: skip
+               for f in ("curves.png", "health.png", "tsne.png", "retrieval.png"))  # fmt: skip
 
 
 def test_report_of_a_directory_that_is_no_run(tmp_path, capsys):

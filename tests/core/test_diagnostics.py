@@ -17,7 +17,12 @@ from moco.core.diagnostics import (
     dimension_std,
     effective_rank,
     encoder_drift,
+    feature_health,
+    grad_norm,
     logit_stats,
+    pretext_topk,
+    queue_age,
+    queue_fill,
     uniformity,
 )
 
@@ -88,3 +93,34 @@ def test_encoder_drift_is_zero_for_a_copy_and_the_relative_distance_otherwise():
         for p in key.parameters():
             p.mul_(0.5)  # theta_k = theta_q / 2: |theta_q - theta_k| = |theta_q| / 2
     assert encoder_drift(key, query).item() == pytest.approx(0.5, rel=1e-6)
+
+
+def test_pretext_topk_counts_negatives_at_or_above_the_positive():
+    logits = torch.tensor([[5.0, 1.0, 3.0, 4.0],  # first: top-1
+                           [2.0, 4.0, 0.0, 3.0],  # two above: top-3
+                           [1.0, 1.0, 0.0, 0.0]])  # a tie: top-2, not top-1  # fmt: skip
+    assert pretext_topk(logits, 1).item() == pytest.approx(1 / 3)
+    assert pretext_topk(logits, 2).item() == pytest.approx(2 / 3)
+    assert pretext_topk(logits, 3).item() == 1.0
+
+
+def test_grad_norm_is_the_norm_of_all_gradients_together():
+    a, b, c = (torch.zeros(2, requires_grad=True) for _ in range(3))
+    a.grad, b.grad = torch.tensor([3.0, 0.0]), torch.tensor([0.0, 4.0])  # c has none
+    assert grad_norm([a, b, c]).item() == pytest.approx(5.0)
+    assert grad_norm([c]).item() == 0.0
+
+
+def test_queue_age_and_fill_of_a_queue_of_whole_batches():
+    # K = 4 batches of 8: after t < 4 steps the random start is the oldest (age t); from
+    # then on the keys of the last 4 steps, the oldest written 3 steps ago
+    assert [queue_age(t, 32, 8) for t in range(7)] == [0, 1, 2, 3, 3, 3, 3]
+    assert [queue_fill(t, 32, 8) for t in range(6)] == [0, 0.25, 0.5, 0.75, 1.0, 1.0]
+
+
+def test_feature_health_of_orthonormal_and_rank_one_features():
+    eye = feature_health(torch.eye(8))
+    assert eye["feat_eff_rank"] == pytest.approx(8.0, rel=1e-5)
+    assert eye["feat_eff_rank_ratio"] == pytest.approx(1.0, rel=1e-5)
+    one = feature_health(torch.ones(10, 4))
+    assert one["feat_eff_rank"] == pytest.approx(1.0) and one["feat_dim_std_ratio"] == 0.0

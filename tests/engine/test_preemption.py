@@ -3,7 +3,6 @@ checkpoint, two runs started in the same second, a full disk, a resume's history
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 from pathlib import Path
@@ -165,22 +164,6 @@ def test_resume_of_a_file_that_is_no_run_points_to_init(tmp_path):
     torch.save({"epoch": 200, "arch": "resnet50", "state_dict": {}}, official)
     with pytest.raises(CheckpointError, match="moco pretrain --init"):
         resume(official)
-
-
-def test_a_stuck_loss_is_reported_once(tmp_path):
-    log_path = tmp_path
-    state = ckpt_io.LoopState(epoch=2, step=8, history={"knn": {}, "first_loss": 4.85})
-    log = train_mod.MetricsLog(log_path, tensorboard=False)
-    train_mod._warn_if_stuck(train_mod.EpochStats(loss=4.8502), state, log)
-    train_mod._warn_if_stuck(train_mod.EpochStats(loss=4.8502), state, log)
-    moving = ckpt_io.LoopState(epoch=1, step=4, history={"knn": {}, "first_loss": 4.85})
-    train_mod._warn_if_stuck(train_mod.EpochStats(loss=4.2), moving, log)  # moved at epoch 1
-    moving.epoch = 2
-    train_mod._warn_if_stuck(train_mod.EpochStats(loss=4.8502), moving, log)  # and came back
-    log.close()
-    warnings = [r for r in read_metrics(log_path) if r["kind"] == "warning"]
-    assert len(warnings) == 1 and "not learning" in warnings[0]["message"]
-    assert json.loads(json.dumps(state.history))["warned_stuck"] is True
 
 
 def test_sigterm_to_a_streamed_run_and_its_workers_saves_and_resumes_bitwise(tmp_path, monkeypatch):

@@ -81,7 +81,7 @@ def test_report_of_six_held_out_images_names_classes_and_says_each_stage(
     path = write_report(run, log=lines.append)  # 8 queries asked, 6 held-out images
     assert path == run / "report.html"
     assert sorted(p.name for p in (run / "report").iterdir()) == [
-        "curves.png", "retrieval.png", "tsne.png",
+        "curves.png", "health.png", "retrieval.png", "tsne.png",
     ]  # fmt: skip
     assert not list(run.glob(".report-*"))  # the temporary folder is gone
     # one line per stage, numbered

@@ -1,18 +1,26 @@
 """Quantities that explain a contrastive run's health, as pure functions of tensors.
 
-The building block of the run-health diagnostics (issue "Is my run learning?"): the
-engine does not log them yet. Each takes the step's tensors and returns a 0-d tensor on
-their device, so a caller can accumulate them without a host sync.
+The building blocks of the run-health diagnostics (docs/run-health.md): the engine
+(:mod:`moco.engine.health`) logs them every ``run.log_every`` steps. Each takes the
+step's tensors and returns a 0-d tensor on their device, so a caller can accumulate
+them without a host sync.
 
 - :func:`alignment` and :func:`uniformity` (Wang & Isola, ICML 2020, Sec. 4.1): how close
   positives sit, and how evenly the embeddings cover the sphere.
 - :func:`effective_rank` (Roy & Vetterli, EUSIPCO 2007) and :func:`dimension_std`:
   whether the embeddings collapsed onto few directions.
 - :func:`logit_stats`: the positive and negative logits and their gap.
+- :func:`pretext_topk`: whether the positive is among the k highest logits.
 - :func:`encoder_drift`: how far the momentum encoder trails the query encoder.
+- :func:`grad_norm`: the L2 norm of all gradients together.
+- :func:`queue_age` / :func:`queue_fill`: how old the oldest key of a FIFO queue is and
+  how much of it holds real keys, from the step count alone (no state, no sync).
 """
 
 from __future__ import annotations
+
+import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -76,3 +84,50 @@ def encoder_drift(key_encoder: nn.Module, query_encoder: nn.Module) -> torch.Ten
         diff.append((pq.float() - pk.float()).pow(2).sum())
         norm.append(pq.float().pow(2).sum())
     return torch.stack(diff).sum().sqrt() / torch.stack(norm).sum().sqrt().clamp_min(1e-12)
+
+
+def pretext_topk(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """Fraction of rows of (N, 1 + K) logits (positive at column 0) whose positive is
+    strictly above all but at most k - 1 negatives: the pretext top-k. A tie counts
+    against the positive, as in :func:`moco.core.losses.info_nce`'s top-1."""
+    pos = logits[:, :1]
+    above = (logits[:, 1:] >= pos).sum(dim=1)
+    return (above < k).float().mean()
+
+
+@torch.no_grad()
+def grad_norm(params: Sequence[torch.Tensor]) -> torch.Tensor:
+    """sqrt(sum ||g||^2) over the gradients of ``params`` (those without one skipped);
+    0 when none has a gradient."""
+    norms = [p.grad.detach().float().norm() for p in params if p.grad is not None]
+    if not norms:
+        return torch.zeros(())
+    return torch.stack(norms).norm()
+
+
+def queue_age(steps: int, queue_size: int, per_step: int) -> int:
+    """Age in steps of the oldest entry of a FIFO queue of ``queue_size`` that received
+    ``per_step`` keys at each of ``steps`` steps (age 0: written by the last step).
+    Until the queue has filled, its oldest entries are the initial ones (age ``steps``);
+    then the keys of the last ceil(K / per_step) steps are in it."""
+    if steps * per_step < queue_size:
+        return steps
+    return math.ceil(queue_size / per_step) - 1
+
+
+def queue_fill(steps: int, queue_size: int, per_step: int) -> float:
+    """Fraction of the queue holding keys written by the run (1 once it has filled)."""
+    return min(1.0, steps * per_step / queue_size)
+
+
+@torch.no_grad()
+def feature_health(features: torch.Tensor) -> dict[str, float]:
+    """Effective rank, its ratio to min(N, D), and dimension std x sqrt(D) of features
+    (N, D), e.g. the kNN monitor's pooled backbone features (one host read each)."""
+    x = features.float()
+    rank = float(effective_rank(x))
+    return {
+        "feat_eff_rank": rank,
+        "feat_eff_rank_ratio": rank / min(x.shape),
+        "feat_dim_std_ratio": float(dimension_std(x)) * math.sqrt(x.shape[1]),
+    }

@@ -3,6 +3,7 @@ training image; negatives are sampled from the bank and no key encoder exists.""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import torch
@@ -119,6 +120,18 @@ class MemoryBank(ContrastiveMethod):
         negatives = self.bank[self.draw_negatives(generator)]  # (K, C)
         out = info_nce(q, positives.to(q.dtype), negatives.t(), self.temperature)
         return StepOutput(out.loss, out.correct, q, positives)
+
+    def chance_loss(self, batch: int) -> float:
+        """ln(K + 1)."""
+        return math.log(self.num_negatives + 1)
+
+    @torch.no_grad()
+    def diagnostic_logits(self, out: StepOutput) -> torch.Tensor:
+        """The queries against their bank entries and the first K entries of the bank (a
+        fixed stand-in for the step's uniform draw, which would consume random numbers)."""
+        q = out.q.detach()
+        pos = (q * out.k.to(q.dtype)).sum(dim=1, keepdim=True)
+        return torch.cat([pos, q @ self.bank[: self.num_negatives].to(q.dtype).t()], dim=1)
 
     @torch.no_grad()
     def after_step(self, out: StepOutput, index: torch.Tensor | None = None) -> None:

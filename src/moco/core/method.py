@@ -35,6 +35,7 @@ builds itself from a config's model section with :meth:`ContrastiveMethod.from_o
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import ClassVar, Literal, NamedTuple, Protocol
 
@@ -49,6 +50,9 @@ class StepOutput(NamedTuple):
     correct: torch.Tensor  # (A,) bool: pretext top-1 of each anchor (A = N, or 2N symmetric)
     q: torch.Tensor  # (N, C) normalised embeddings of the first view (with gradient)
     k: torch.Tensor  # (M, C) normalised keys without gradient (MoCo enqueues them)
+    # (N, C) the positive of each row of q, detached, for the run-health diagnostics
+    # (:meth:`ContrastiveMethod.diagnostic_logits`); None: the first N rows of k
+    pos: torch.Tensor | None = None
 
 
 class MethodOptions(Protocol):
@@ -100,6 +104,26 @@ class ContrastiveMethod(nn.Module):
         module = getattr(self, name)
         assert isinstance(module, nn.Module)
         return module
+
+    def chance_loss(self, batch: int) -> float:
+        """The loss when every logit is equal (nothing learnt): ln of the candidates
+        each anchor is scored against, for a global batch of ``batch`` images. Here:
+        in-batch negatives, ln(batch)."""
+        return math.log(batch)
+
+    @torch.no_grad()
+    def diagnostic_logits(self, out: StepOutput) -> torch.Tensor:
+        """(N, 1 + K') cosine similarities of the step's queries, each row's positive at
+        column 0 and then negatives, detached, for the run-health diagnostics (not the
+        loss: no temperature). Called on logged steps only, after the optimiser step and
+        before :meth:`after_step`, so a queue or bank is as the forward pass saw it.
+        Here: this process's in-batch negatives (the other rows' positives)."""
+        q = out.q.detach()
+        p = (out.k[: len(q)] if out.pos is None else out.pos).to(q.dtype)
+        sim = q @ p.t()
+        n = len(q)
+        off = ~torch.eye(n, dtype=torch.bool, device=q.device)
+        return torch.cat([sim.diagonal()[:, None], sim[off].view(n, n - 1)], dim=1)
 
     @torch.no_grad()
     def momentum_update(self, m: float | None = None) -> None:

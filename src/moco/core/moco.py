@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import torch
@@ -142,6 +143,17 @@ class MoCo(ContrastiveMethod):
         return StepOutput(
             a.loss + b.loss, torch.cat([a.correct, b.correct]), q1, torch.cat([k2, k1])
         )
+
+    def chance_loss(self, batch: int) -> float:
+        """ln(K + 1) (twice that for the symmetric loss)."""
+        return (2 if self.symmetric else 1) * math.log(self.queue_size + 1)
+
+    @torch.no_grad()
+    def diagnostic_logits(self, out: StepOutput) -> torch.Tensor:
+        """The first view's queries against their keys and the queue (as the loss saw it)."""
+        q = out.q.detach()
+        pos = (q * out.k[: len(q)].to(q.dtype)).sum(dim=1, keepdim=True)
+        return torch.cat([pos, q @ self.queue.to(q.dtype)], dim=1)
 
     @torch.no_grad()
     def momentum_update(self, m: float | None = None) -> None:

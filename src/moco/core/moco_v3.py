@@ -3,6 +3,7 @@ symmetric in-batch loss ctr(q1, k2) + ctr(q2, k1) against a momentum encoder."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import torch
@@ -21,6 +22,7 @@ from moco.core.method import (
 from moco.core.momentum import momentum_copy, momentum_update
 from moco.encoders.base import as_encoder
 from moco.layers.heads import build_mlp
+from moco.layers.split_bn import interleave_groups
 
 __all__ = ["MoCoV3"]
 
@@ -58,6 +60,7 @@ class MoCoV3(ContrastiveMethod):
         backbone)."""
         hidden = opts.hidden_dim or as_encoder(encoder).feature_dim
         predictor = build_mlp(opts.dim, hidden, opts.dim, 2, last_bn=False, bn_splits=bn_splits)
+        interleave_groups(predictor)  # groups: contiguous chunks, read through views
         return cls(encoder, predictor, opts.momentum, opts.temperature)
 
     @staticmethod
@@ -103,6 +106,10 @@ class MoCoV3(ContrastiveMethod):
         b = batch_contrastive(q2, k1_all, t, offset)
         loss = (a.loss + b.loss) * (2 * t)
         return StepOutput(loss, torch.cat([a.correct, b.correct]), q1, torch.cat([k2, k1]))
+
+    def chance_loss(self, batch: int) -> float:
+        """2 tau (ln B + ln B): the two ctr terms, each scaled by 2 tau."""
+        return 4 * self.temperature * math.log(batch)
 
     @torch.no_grad()
     def momentum_update(self, m: float | None = None) -> None:

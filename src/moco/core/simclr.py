@@ -3,6 +3,7 @@ other 2N - 2 views of the global batch are its negatives (NT-Xent)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import torch
@@ -74,4 +75,9 @@ class SimCLR(ContrastiveMethod):
             dist.all_gather_grad(z2),
             offset=dist.rank() * n,
         )
-        return StepOutput(out.loss, out.correct, z1, z1.detach().new_empty((0, z1.shape[1])))
+        empty = z1.detach().new_empty((0, z1.shape[1]))
+        return StepOutput(out.loss, out.correct, z1, empty, z2.detach())
+
+    def chance_loss(self, batch: int) -> float:
+        """ln(2B - 1): each anchor against the other 2B - 1 views."""
+        return math.log(2 * batch - 1)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import nn
@@ -22,6 +22,7 @@ def train_step(
     online: Mapping[str, nn.Module] | None = None,
     index: torch.Tensor | None = None,
     momentum: float | None = None,
+    inspect: Callable[[StepOutput], None] | None = None,
 ) -> StepOutput:
     """momentum update (m = ``momentum``, or the model's own) -> loss (MoCo: keys on the
     shuffled batch without grad) -> backward -> optimiser step -> ``after_step`` (MoCo:
@@ -30,7 +31,10 @@ def train_step(
     ``amp_dtype`` runs the forward pass under autocast (bf16 or fp16); ``scaler`` scales
     the fp16 loss. ``online`` maps the model's ``online_names`` to their DDP wrappers when
     distributed (see :mod:`moco.core.method`). ``index`` holds the dataset indices of the
-    batch (the memory bank needs them). Nothing here reads a value back to the host.
+    batch (the memory bank needs them). ``inspect`` (the run-health diagnostics, on
+    logged steps) sees the output after the optimiser step and before ``after_step``,
+    while a queue or bank is still as the loss saw it and the gradients are in place.
+    Nothing here reads a value back to the host.
     """
     model.momentum_update(momentum)
     autocast = (
@@ -48,5 +52,7 @@ def train_step(
     else:
         out.loss.backward()
         optimizer.step()
+    if inspect is not None:
+        inspect(out)
     model.after_step(out, index)
     return out

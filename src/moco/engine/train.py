@@ -33,7 +33,7 @@ from moco.core.method import ContrastiveMethod, StepOutput
 from moco.data.interface import Batches, PretrainData, TrainBatch, open_data
 from moco.device import resolve_device
 from moco.engine import checkpoint as ckpt_io
-from moco.engine import host
+from moco.engine import health, host
 from moco.engine.build import build_model
 from moco.engine.checkpoint import Checkpointer, LoopState, restore_rank_bn, restore_rng
 from moco.engine.init import init_from_checkpoint
@@ -47,8 +47,11 @@ from moco.engine.step import train_step
 from moco.errors import CheckpointError, NonFiniteLossError
 
 # The kNN monitor: top-1 of ``encoder`` (the query encoder, in whatever mode; the monitor
-# restores it) on the data's held-out split, for this run's plan and config.
-Monitor = Callable[[nn.Module, PretrainData, RunPlan, Config], float]
+# restores it) on the data's held-out split, for this run's plan and config; or the
+# top-1 and the health of the features it used (``health.feature_values``' names).
+Monitor = Callable[
+    [nn.Module, PretrainData, RunPlan, Config], float | tuple[float, dict[str, float]]
+]
 
 
 @dataclass
@@ -234,6 +237,11 @@ def _run(
         if main:
             tqdm.write("no labels: kNN monitor off")
     if ckpt is None:
+        if cfg.run.diagnostics:
+            q = parts.model.negatives == "queue"
+            k = int(getattr(parts.model, "queue_size", 0)) if q else None
+            warnings = health.Detectors(state.history).at_start(k, plan.train_images)
+            _warn(warnings, state, log)
         if monitor is not None and cfg.eval.knn_every > 0:
             _evaluate(monitor, parts.model, data, plan, cfg, state, log)  # random init
         if plan.world_size > 1:  # each rank its own augmentation stream, saved with it
@@ -281,14 +289,17 @@ def _train_epochs(
                 and every > 0
                 and (done % every == 0 or done == cfg.optim.epochs)
             ):
-                _evaluate(monitor, parts.model, data, plan, cfg, state, log)
+                _evaluate(monitor, parts.model, data, plan, cfg, state, log, stats.pretext_acc)
+            if cfg.run.diagnostics:
+                chance = parts.model.chance_loss(plan.batch_per_process * plan.world_size)
+                detectors = health.Detectors(state.history)
+                _warn(detectors.at_epoch_end(done, stats.loss, chance), state, log)
             saver.save(state)
             if main:
                 tqdm.write(
                     f"epoch {done}/{cfg.optim.epochs}: loss {stats.loss:.4f} pretext acc "
                     f"{stats.pretext_acc:.3f} lr {stats.lr:.4g}"
                 )
-            _warn_if_stuck(stats, state, log)
             if done < cfg.optim.epochs and stop.agreed(torch.device(plan.device)):
                 raise interrupted(stop, state, plan, saver.path)
     finally:
@@ -345,9 +356,12 @@ def train_one_epoch(
     sums = torch.tensor(state.epoch_sums, device=device, dtype=torch.float64)
     seen = seen0 = state.epoch_seen
     t0, stats = time.perf_counter(), EpochStats()
+    diag: dict[str, torch.Tensor] = {}  # the health of the step to be logged
     for batch in bar:
-        out, lr, m = _step(cfg, plan, parts, state, batch)
         b = len(batch.index)
+        logs = (state.step + 1) % cfg.run.log_every == 0 or seen + b == n_batches * b
+        probe = _probe(parts, diag) if logs and cfg.run.diagnostics and log is not None else None
+        out, lr, m = _step(cfg, plan, parts, state, batch, probe)
         sums[0] += out.loss.detach().double() * b
         sums[1] += out.correct.double().mean() * b  # 2N anchors if symmetric
         seen += b
@@ -360,6 +374,8 @@ def train_one_epoch(
             stats, asked = _log_progress(
                 sums, seen, ips, lr, m, plan, state, epoch, log, ckpt_path, stop
             )
+            if diag:
+                _log_health(diag, stats, parts.model, len(out.k), m, plan, state, epoch, log)
             bar.set_postfix(
                 loss=f"{stats.loss:.3f}",
                 acc=f"{stats.pretext_acc:.3f}",
@@ -375,10 +391,16 @@ def train_one_epoch(
 
 
 def _step(
-    cfg: Config, plan: RunPlan, parts: Parts, state: LoopState, batch: TrainBatch
+    cfg: Config,
+    plan: RunPlan,
+    parts: Parts,
+    state: LoopState,
+    batch: TrainBatch,
+    probe: Callable[[StepOutput], None] | None = None,
 ) -> tuple[StepOutput, float, float]:
     """One optimiser step at ``state.step``: the schedules' lr and momentum, the two views,
-    :func:`~moco.engine.step.train_step`. Returns its output, the lr and the momentum."""
+    :func:`~moco.engine.step.train_step` (``probe``: its ``inspect``). Returns its
+    output, the lr and the momentum."""
     lr = lr_at(
         state.step,
         plan.lr,
@@ -406,8 +428,66 @@ def _step(
         online=parts.online,
         index=batch.index,
         momentum=m,
+        inspect=probe,
     )
     return out, lr, m
+
+
+def _probe(parts: Parts, into: dict[str, torch.Tensor]) -> Callable[[StepOutput], None]:
+    """train_step's ``inspect`` on a logged step: the health quantities, as tensors on
+    the device, into ``into`` (read at log time, with the loop's own host sync)."""
+    trainable = [p for p in parts.model.parameters() if p.requires_grad]
+
+    def inspect(out: StepOutput) -> None:
+        into.update(health.measure_step(parts.model, out, trainable))
+
+    return inspect
+
+
+def _log_health(
+    diag: dict[str, torch.Tensor],
+    stats: EpochStats,
+    model: ContrastiveMethod,
+    keys_per_rank: int,
+    m: float,
+    plan: RunPlan,
+    state: LoopState,
+    epoch: int,
+    log: MetricsLog | None,
+) -> None:
+    """Rank 0: the logged step's health record (one device-to-host copy, after the loop
+    synced anyway), then the step detectors (divergence, collapse)."""
+    values = health.read(diag)
+    diag.clear()
+    w = plan.world_size
+    chance = model.chance_loss(plan.batch_per_process * w)
+    per_step = keys_per_rank * w if model.negatives == "queue" else plan.batch_per_process * w
+    values |= health.state_values(
+        model, state.step, per_step, plan.steps_per_epoch, plan.train_images
+    )
+    values |= {"loss_chance": chance, "loss_ratio": stats.loss / chance, "lr": stats.lr}
+    values |= {"step_loss_ratio": values["step_loss"] / chance}
+    values |= {"momentum": m}
+    if log is not None:
+        log.log("health", state.step, epoch=epoch + 1, **values)
+    frac = state.step / plan.steps_per_epoch
+    _warn(health.Detectors(state.history).at_log(values, frac), state, log)
+
+
+def _warn(warnings: list[health.HealthWarning], state: LoopState, log: MetricsLog | None) -> None:
+    """Each warning once: on the terminal and as a ``warning`` record (rank 0)."""
+    for w in warnings:
+        if log is not None:
+            tqdm.write(f"warning ({w.detector}): {w.message}. Try: {w.advice}")
+            log.log(
+                "warning",
+                state.step,
+                epoch=state.epoch,
+                detector=w.detector,
+                message=w.message,
+                evidence=w.evidence,
+                advice=w.advice,
+            )
 
 
 def _log_progress(
@@ -453,27 +533,6 @@ def _log_progress(
     return EpochStats(loss, acc, lr), stop.shared(bool(total[2].item() > 0))
 
 
-def _warn_if_stuck(stats: EpochStats, state: LoopState, log: MetricsLog | None) -> None:
-    """Once: the epoch loss has never moved from its first logged value by more than
-    0.1 % at any epoch's end, after two epochs (the run does not learn: e.g. m = 0, or a
-    temperature far too small). A loss that moved and came back is not stuck."""
-    first = state.history.get("first_loss")
-    if first is None or state.history.get("warned_stuck"):
-        return
-    moved = abs(stats.loss - first) / max(abs(first), 1.0)
-    state.history["loss_moved"] = max(state.history.get("loss_moved", 0.0), moved)
-    if state.epoch < 2 or state.history["loss_moved"] > 1e-3:
-        return
-    state.history["warned_stuck"] = True
-    message = (
-        f"the loss has not moved from its first value {first:.4f} in {state.epoch} epochs: "
-        "the run is not learning (check model.temperature, model.momentum and optim.lr)"
-    )
-    if log is not None:
-        tqdm.write(f"warning: {message}")
-        log.log("warning", state.step, epoch=state.epoch, message=message)
-
-
 def _evaluate(
     monitor: Monitor,
     model: ContrastiveMethod,
@@ -482,15 +541,22 @@ def _evaluate(
     cfg: Config,
     state: LoopState,
     log: MetricsLog | None,
+    pretext_acc: float = math.nan,
 ) -> None:
-    """The kNN monitor at the current epoch, with the one-process BN statistics."""
+    """The kNN monitor at the current epoch, with the one-process BN statistics; the
+    health of its features and the BN-cheating detector (``pretext_acc``: the epoch's)."""
     dist.average_bn_stats_(model)
-    top1 = monitor(model.encoder_q, data, plan, cfg)
+    result = monitor(model.encoder_q, data, plan, cfg)
+    top1, feats = result if isinstance(result, tuple) else (result, {})
     state.history["knn"][state.epoch] = top1
     if log is not None:
         e = cfg.eval
-        log.log("knn", state.step, epoch=state.epoch, top1=top1)
+        log.log("knn", state.step, epoch=state.epoch, top1=top1, **feats)
         tqdm.write(f"epoch {state.epoch}: kNN top-1 {top1:.4f} (k={e.knn_k}, t={e.knn_t})")
+    if cfg.run.diagnostics:
+        init = state.history["knn"].get(0)
+        detectors = health.Detectors(state.history)
+        _warn(detectors.at_knn(state.epoch, top1, init, pretext_acc), state, log)
 
 
 def _count_unreadable(

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from moco import dist
+from moco.core.diagnostics import feature_health
 from moco.data.in_memory import InMemoryData
 from moco.data.interface import EvalSplit, PretrainData
 from moco.data.splits import ImageSplits
@@ -39,12 +40,33 @@ def knn_monitor(
     workers: int,
 ) -> float:
     """Weighted kNN top-1 on the held-out split; memory = the training split, no augmentation.
+    :func:`knn_monitor_health` is the same with the features' health.
 
     ``features``: "backbone" (the pooled backbone, ``forward_features``) or the encoder's
     output. The encoder is evaluated in eval mode (BN running statistics) and put back in
     the mode it was in. Streamed files that cannot be read are left out, with one warning
     each; ``workers`` DataLoader processes decode them (unused in memory).
     """
+    args = (encoder, data, size, mean, std, k, t, features, device, workers)
+    return knn_monitor_health(*args)[0]
+
+
+@torch.no_grad()
+def knn_monitor_health(
+    encoder: nn.Module,
+    data: PretrainData,
+    size: int,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    k: int,
+    t: float,
+    features: str,
+    device: torch.device,
+    workers: int,
+) -> tuple[float, dict[str, float]]:
+    """:func:`knn_monitor`'s top-1 and the health of the held-out split's features
+    (:func:`moco.core.diagnostics.feature_health`: effective rank, dimension std): the
+    collapse check on the representation itself, not on the head's output."""
     transform = data.eval_transform(size, mean, std).to(device)
     memory, queries = data.eval_splits(size)
     was_training = encoder.training
@@ -55,7 +77,8 @@ def knn_monitor(
         test, test_labels = split_features(fwd, queries, transform, device, workers)
     finally:
         encoder.train(was_training)
-    return knn_top1(train, train_labels, test, test_labels, k, t)
+    top1 = knn_top1(train, train_labels, test, test_labels, k, t)
+    return top1, feature_health(test)
 
 
 @torch.no_grad()

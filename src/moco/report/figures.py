@@ -116,3 +116,72 @@ def _frame(labelled: bool, same: bool) -> str:
     if not labelled:
         return "tab:gray"
     return "tab:green" if same else "tab:red"
+
+
+def health(records: list[dict[str, Any]], path: Path) -> None:
+    """The run-health curves (docs/run-health.md) against the step: loss over its chance
+    value, pretext top-1/5, the logits, alignment and uniformity, collapse (the batch's
+    and, at each kNN monitor, the pooled features'), key-encoder drift, the queue or
+    bank, the gradient norm, and lr and momentum. Warnings are marked as red lines."""
+    rows = [r for r in records if r["kind"] == "health"]
+    for r in rows:
+        if "step_loss_ratio" not in r and "step_loss" in r and r.get("loss_chance"):
+            r["step_loss_ratio"] = r["step_loss"] / r["loss_chance"]
+    knn = [r for r in records if r["kind"] == "knn" and "feat_eff_rank_ratio" in r]
+    warned = [r["step"] for r in records if r["kind"] == "warning"]
+    steps = [r["step"] for r in rows]
+    fig, axes = plt.subplots(3, 3, figsize=(13, 10))
+
+    def draw(ax: Any, keys: list[tuple[str, str]], title: str, log: bool = False) -> None:
+        for key, label in keys:
+            ys = [r.get(key, np.nan) for r in rows]
+            if not all(isinstance(y, float) and np.isnan(y) for y in ys):
+                ax.plot(steps, ys, lw=1, label=label)
+        if log:
+            ax.set_yscale("log")
+        for s in warned:
+            ax.axvline(s, color="tab:red", lw=0.8, alpha=0.6)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("step", fontsize=8)
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=7, loc="best")
+
+    draw(axes[0, 0], [("loss_ratio", "epoch mean"), ("step_loss_ratio", "logged step")],
+         "loss / chance (1 = nothing learnt)")  # fmt: skip
+    axes[0, 0].axhline(1.0, color="grey", ls="--", lw=0.8)
+    draw(axes[0, 1], [("top1", "top-1"), ("top5", "top-5")], "pretext accuracy (logged step)")
+    draw(axes[0, 2], [("logit_pos_mean", "positive"), ("logit_neg_mean", "negatives (mean)"),
+                      ("logit_neg_max", "negatives (row max)"), ("logit_gap", "gap pos - max")],
+         "logits as cosine similarity")  # fmt: skip
+    draw(axes[1, 0], [("alignment", "alignment (0 best)"), ("uniformity", "uniformity (lower)")],
+         "alignment and uniformity (Wang & Isola)")  # fmt: skip
+    ax = axes[1, 1]
+    draw(ax, [("eff_rank_ratio", "eff. rank / min(N, C)"), ("dim_std_ratio", "dim std x sqrt(C)")],
+         "collapse: embeddings (1 = spread)")  # fmt: skip
+    if knn:
+        ks = [r["step"] for r in knn]
+        ax.plot(ks, [r["feat_eff_rank_ratio"] for r in knn], "s--", ms=4,
+                label="backbone at kNN: eff. rank ratio")  # fmt: skip
+        ax.plot(ks, [r["feat_dim_std_ratio"] for r in knn], "^--", ms=4,
+                label="backbone at kNN: dim std ratio")  # fmt: skip
+        ax.legend(fontsize=7, loc="best")
+    ax.set_ylim(0, 1.05)
+    draw(axes[1, 2], [("drift", "||θq − θk|| / ||θq||")], "key encoder drift")
+    draw(axes[2, 0], [("queue_fill", "queue fill"), ("bank_fill", "bank fill"),
+                      ("queue_of_data", "K / training images")],
+         "stored negatives (fill)")  # fmt: skip
+    age = axes[2, 0].twinx()
+    for key, style in (("queue_age", "k:"), ("bank_age", "k-.")):
+        ys = [r.get(key, np.nan) for r in rows]
+        if any(not np.isnan(y) for y in ys):
+            age.plot(steps, ys, style, lw=1)
+            age.set_ylabel(f"{key.replace('_', ' ')} in steps (dotted)", fontsize=8)
+    draw(axes[2, 1], [("grad_norm", "gradient norm")], "gradient norm (trainable)", log=True)
+    draw(axes[2, 2], [("lr", "lr")], "lr and momentum")
+    mom = axes[2, 2].twinx()
+    mom.plot(steps, [r.get("momentum", np.nan) for r in rows], "k:", lw=1)
+    mom.set_ylabel("momentum m (dotted)", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -126,11 +127,14 @@ def write_report(
         records = read_metrics(run_dir)
         stage(f"training curves ({len(records)} metric records)")
         figures.curves(records, out / "curves.png")
+        if any(r["kind"] == "health" for r in records):
+            figures.health(records, out / "health.png")
         stage("reading the checkpoint and its data")
         s = load_for_eval(run_dir)
         sections = _feature_figures(s, out, max_points, queries, k, seed, stage)
         stage("page")
-        (tmp / "report.html").write_text(_page(run_dir, s, out, sections))
+        page = _page(run_dir, s, out, sections, _health(records, out))
+        (tmp / "report.html").write_text(page)
         _publish(tmp, run_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -292,7 +296,49 @@ def _pics(x: torch.Tensor) -> np.ndarray:
     return arr[:, 0] if arr.shape[1] == 1 else arr.transpose(0, 2, 3, 1)
 
 
-def _page(run_dir: Path, s: EvalSetup, out: Path, sections: _Sections) -> str:
+@dataclass
+class _Health:
+    warnings: str  # the detectors' warnings, for the top of the page ("" when none)
+    section: str  # the "Run health" section
+
+
+def _health(records: list[dict[str, Any]], out: Path) -> _Health:
+    """The warnings box (each with its evidence and what to try) and the run-health
+    section (docs/run-health.md says what each curve means)."""
+    items = []
+    for r in (r for r in records if r["kind"] == "warning"):
+        evidence = ", ".join(
+            f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+            for k, v in (r.get("evidence") or {}).items()
+        )
+        text = f"<b>{html.escape(str(r.get('detector', 'warning')))}</b> (step {r['step']}): "
+        text += html.escape(str(r["message"]))
+        if evidence:
+            text += f"<br><small>evidence: {html.escape(evidence)}</small>"
+        if r.get("advice"):
+            text += f"<br><small>try: {html.escape(str(r['advice']))}</small>"
+        items.append(f"<li>{text}</li>")
+    warnings = ""
+    if items:
+        warnings = (
+            '<div class="warn"><h2>Run health warnings</h2><ul>' + "".join(items) + "</ul>"
+            "<p>Red lines in the run-health figure mark when each was raised; "
+            "docs/run-health.md explains each detector.</p></div>"
+        )
+    if (out / "health.png").exists():
+        section = (
+            "<p>Measured every <code>run.log_every</code> steps on the logged step (the "
+            "kNN-time points on the pooled backbone features). Healthy: loss well below its "
+            "chance value, a positive logit clearly above the negatives' maximum, effective "
+            "rank and dimension std far from 0. docs/run-health.md: what each curve means "
+            f"and what each failure looks like.</p>{_img(out / 'health.png')}"
+        )
+    else:
+        section = "<p>No run-health records: the run had <code>run.diagnostics=false</code>.</p>"
+    return _Health(warnings, section)
+
+
+def _page(run_dir: Path, s: EvalSetup, out: Path, sections: _Sections, health: _Health) -> str:
     """The self-contained HTML page (figures embedded)."""
     cfg = (run_dir / "config.yaml").read_text()
     columns = ("result", "value", "settings", "data")
@@ -309,15 +355,18 @@ def _page(run_dir: Path, s: EvalSetup, out: Path, sections: _Sections) -> str:
 body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1000px; color: #222; }}
 table {{ border-collapse: collapse; width: 100%; font-size: 14px; }}
 td, th {{ border: 1px solid #ccc; padding: 4px 8px; text-align: left; vertical-align: top; }}
+.warn {{ border: 2px solid #c33; background: #fff3f3; padding: 0 1em; }}
 img {{ max-width: 100%; }} pre {{ background: #f6f6f6; padding: 1em; font-size: 12px; }}
 </style></head><body>
 <h1>moco run <code>{html.escape(run_dir.name)}</code></h1>
 <p>Checkpoint <code>{html.escape(s.checkpoint)}</code>, epoch {html.escape(str(s.epoch))};
 data: {html.escape(s.data.name)} ({len(s.data.train_images)} train, {len(s.data.test_images)}
 held-out: {html.escape(s.data.held_out)}).</p>
+{health.warnings}
 <h2>Results</h2>
 <table><tr><th>result</th><th>value</th><th>settings</th><th>data</th></tr>{rows}</table>
 <h2>Training curves</h2>{_img(out / "curves.png")}
+<h2>Run health</h2>{health.section}
 <h2>Held-out features</h2>{tsne}
 <h2>Nearest-neighbour retrieval</h2>
 <p>{html.escape(sections.retrieval)}</p>

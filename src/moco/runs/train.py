@@ -17,14 +17,17 @@ from moco.data.interface import PretrainData
 from moco.engine import train as engine
 from moco.engine.plan import RunPlan
 from moco.engine.train import PretrainResult
-from moco.eval.monitor import knn_monitor
+from moco.eval.monitor import knn_monitor_health
 
 
-def run_knn_monitor(encoder: nn.Module, data: PretrainData, plan: RunPlan, cfg: Config) -> float:
+def run_knn_monitor(
+    encoder: nn.Module, data: PretrainData, plan: RunPlan, cfg: Config
+) -> tuple[float, dict[str, float]]:
     """The engine's :data:`~moco.engine.train.Monitor`: weighted kNN top-1 on the held-out
-    split at the run's size and normalisation, with ``cfg.eval``'s k, t and features."""
+    split at the run's size and normalisation, with ``cfg.eval``'s k, t and features, and
+    the health of those features (effective rank, dimension std)."""
     e = cfg.eval
-    return knn_monitor(
+    return knn_monitor_health(
         encoder,
         data,
         cfg.augment.size,
