@@ -36,6 +36,9 @@ augment two-view MoCo v2 augmentation, images/s: ours (batched kornia on the uin
 
 from __future__ import annotations
 
+import moco  # noqa: F401  (first, as the CLI: idle OpenMP threads sleep; see moco/openmp.py)
+
+# isort: split
 import argparse
 import copy
 import statistics

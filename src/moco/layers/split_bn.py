@@ -33,19 +33,26 @@ def split_batch_norm(
         xs = x.reshape(n // g, g * c, *rest)
     else:
         xs = x.reshape(g, n // g, c, *rest).transpose(0, 1).reshape(n // g, g * c, *rest)
-    mean = bn.running_mean.repeat(g) if bn.running_mean is not None else None
-    var = bn.running_var.repeat(g) if bn.running_var is not None else None
-    weight = bn.weight.repeat(g) if bn.weight is not None else None
-    bias = bn.bias.repeat(g) if bn.bias is not None else None
-    out = F.batch_norm(xs, mean, var, weight, bias, True, bn.momentum, bn.eps)
+    # per-channel tensors tiled G times (an expanded view made contiguous: fewer ops
+    # than ``repeat``); batch_norm updates the tiled running stats of each group, and
+    # the layer keeps their mean over the groups
+    mean = _tile(bn.running_mean, g)
+    var = _tile(bn.running_var, g)
+    out = F.batch_norm(
+        xs, mean, var, _tile(bn.weight, g), _tile(bn.bias, g), True, bn.momentum, bn.eps
+    )
     if bn.running_mean is not None and bn.running_var is not None:
         assert mean is not None and var is not None
         with torch.no_grad():
-            bn.running_mean.copy_(mean.view(g, c).mean(dim=0))
-            bn.running_var.copy_(var.view(g, c).mean(dim=0))
+            torch.mean(mean.view(g, c), dim=0, out=bn.running_mean)
+            torch.mean(var.view(g, c), dim=0, out=bn.running_var)
     if interleaved:
         return out.reshape(n, c, *rest)
     return out.reshape(n // g, g, c, *rest).transpose(0, 1).reshape(n, c, *rest)
+
+
+def _tile(t: torch.Tensor | None, g: int) -> torch.Tensor | None:
+    return None if t is None else t.expand(g, -1).reshape(-1)
 
 
 def _check_divisible(n: int, g: int) -> None:
