@@ -9,10 +9,12 @@ step. "loaded" starts one busy-looping process per core for the child's lifetime
 ("quiet" none). Settings and conditions are interleaved over ``--rounds`` rounds and
 the report gives medians over rounds, each against the quiet single-thread step.
 
-Settings: ``spin``: the OpenMP runtime's default (threads spin before they sleep; what
-you get when ``OMP_WAIT_POLICY`` is unset and torch is imported before ``moco``),
-``passive``: ``OMP_WAIT_POLICY=PASSIVE`` (what importing ``moco`` first sets), each
-with 1 thread and with every core.
+Settings: ``spin``: the OpenMP runtime's default (idle threads spin, GNU OpenMP: 300,000
+rounds, before they sleep; set explicitly as ``GOMP_SPINCOUNT=300000``), ``passive``:
+``OMP_WAIT_POLICY=PASSIVE`` (idle threads sleep at once), ``spinNk``:
+``GOMP_SPINCOUNT=N000`` (spin that many rounds, then sleep), ``moco``: nothing set, so
+importing moco chooses by how busy the machine is (``moco/openmp.py``); with 1 thread
+or every core. Each child imports moco first, as the ``moco`` command does.
 
     python bench/busy_machine.py                  # default preset, 2 rounds
     python bench/busy_machine.py --rounds 3 --steps 12
@@ -29,16 +31,24 @@ import sys
 import time
 from pathlib import Path
 
-SETTINGS = {  # name -> (threads or 0 for every core, OMP_WAIT_POLICY or None)
-    "spin-1thread": (1, None),
-    "passive-1thread": (1, "PASSIVE"),
-    "spin-allcores": (0, None),
-    "passive-allcores": (0, "PASSIVE"),
+SETTINGS: dict[str, tuple[int, dict[str, str]]] = {  # name -> (threads, 0: all; env)
+    "spin-1thread": (1, {"GOMP_SPINCOUNT": "300000"}),
+    "passive-1thread": (1, {"OMP_WAIT_POLICY": "PASSIVE"}),
+    "spin-allcores": (0, {"GOMP_SPINCOUNT": "300000"}),
+    "passive-allcores": (0, {"OMP_WAIT_POLICY": "PASSIVE"}),
+    "moco-allcores": (0, {}),  # what importing moco chooses for the machine it finds
+    "spin1k-allcores": (0, {"GOMP_SPINCOUNT": "1000"}),
+    "spin3k-allcores": (0, {"GOMP_SPINCOUNT": "3000"}),
+    "spin10k-allcores": (0, {"GOMP_SPINCOUNT": "10000"}),
+    "spin100k-allcores": (0, {"GOMP_SPINCOUNT": "100000"}),
 }
 
 
 def child(args: argparse.Namespace) -> None:
-    import torch  # loaded here, after the parent chose the environment
+    import moco  # noqa: F401  (first, as the CLI: the wait policy, unless the env set one)
+
+    # isort: split
+    import torch  # loaded here, after the environment and moco chose the policy
 
     from moco.config import load_config
     from moco.engine.build import build_model
@@ -70,14 +80,15 @@ def child(args: argparse.Namespace) -> None:
         "steps": len(wall),
         "threads": torch.get_num_threads(),
         "policy": os.environ.get("OMP_WAIT_POLICY", "(unset)"),
+        "spincount": os.environ.get("GOMP_SPINCOUNT", "(unset)"),
     }
     print(json.dumps(out))
 
 
-def run_child(args: argparse.Namespace, threads: int, policy: str | None, loaded: bool) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
-    if policy:
-        env["OMP_WAIT_POLICY"] = policy
+def run_child(args: argparse.Namespace, threads: int, extra: dict[str, str], loaded: bool) -> dict:
+    unset = ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "GOMP_SPINCOUNT")
+    env = {k: v for k, v in os.environ.items() if k not in unset}
+    env.update(extra)
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--threads", str(threads)]
     cmd += ["--preset", args.preset, "--steps", str(args.steps), "--warmup", str(args.warmup)]
     cmd += ["--budget", str(args.budget)]
@@ -115,8 +126,8 @@ def main(argv: list[str] | None = None) -> None:
         order = names if r % 2 == 0 else names[::-1]
         for loaded in (False, True) if r % 2 == 0 else (True, False):
             for name in order:
-                threads, policy = SETTINGS[name]
-                res = run_child(args, threads, policy, loaded)
+                threads, extra = SETTINGS[name]
+                res = run_child(args, threads, extra, loaded)
                 results.setdefault((name, loaded), []).append(res)
                 cond = "loaded" if loaded else "quiet"
                 print(f"  round {r} {cond:<6} {name:<20} {res['wall'] * 1e3:8.1f} ms", flush=True)

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from moco.openmp import prefer_passive_waiting
+from moco.openmp import choose_wait_policy
 from moco.version import __version__
 
-prefer_passive_waiting()  # before anything imports torch: see moco/openmp.py
+choose_wait_policy()  # before anything imports torch: see moco/openmp.py
 
 __all__ = ["__version__", "load_config", "pretrain", "resume"]
 
