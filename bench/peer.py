@@ -62,8 +62,10 @@ try:
     from lightly.models.modules import MoCoProjectionHead
     from lightly.models.utils import batch_shuffle, batch_unshuffle, update_momentum
     from lightly.transforms import MoCoV2Transform
-except ImportError:  # pragma: no cover - the message is the point
-    sys.exit("bench/peer.py needs lightly: pip install -e '.[bench]'")
+
+    MISSING = ""
+except ImportError as err:  # --help still works; main() stops with this message
+    MISSING = f"bench/peer.py needs lightly ({err}): pip install -e '.[bench]'"
 
 from moco.augment.two_stage import CropFlip
 from moco.augment.views import (
@@ -346,6 +348,8 @@ def main(argv: list[str] | None = None) -> None:
         help="JPEG sizes for 224 px (ImageNet's typical, a camera's downscaled)",
     )
     args = parser.parse_args(argv)
+    if MISSING:
+        sys.exit(MISSING)
     args.dtypes = args.dtypes.split(",")
     args.jpeg_sizes = [tuple(int(v) for v in s.split("x")) for s in args.jpeg_sizes.split(",")]
     if args.threads > 0:
