@@ -9,7 +9,7 @@ from torch import nn
 
 from moco.encoders.resnet import build_resnet
 from moco.layers import build_mlp, convert_to_split_bn, interleave_groups
-from moco.layers.split_bn import SplitBatchNorm2d, deinterleave, interleave
+from moco.layers.split_bn import SplitBatchNorm2d, deinterleave, interleave, stop_interleaving
 
 
 def test_interleave_puts_row_i_of_chunk_j_at_i_g_plus_j_and_back():
@@ -90,3 +90,17 @@ def test_converted_library_model_is_interleaved_exactly():
     interleave_groups(hooked)
     x = torch.randn(4, 3, 32, 32, dtype=torch.float64)
     torch.testing.assert_close(hooked(x), net(x), rtol=1e-12, atol=1e-12)
+
+
+def test_stop_interleaving_returns_to_contiguous_chunks_with_the_same_output():
+    torch.manual_seed(3)
+    net = build_resnet("resnet18", 16, cifar_stem=True, bn_splits=4).double()
+    ref = copy.deepcopy(net)
+    interleave_groups(net)
+    twin = copy.deepcopy(net)  # as the key encoder is made
+    assert stop_interleaving(nn.ModuleDict({"a": net, "b": twin})) == 2
+    assert stop_interleaving(net) == 0  # once
+    assert not any(getattr(m, "interleaved", False) for m in net.modules())
+    x = torch.randn(8, 3, 16, 16, dtype=torch.float64)
+    torch.testing.assert_close(net(x), ref(x), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(twin(x), net(x), rtol=1e-12, atol=1e-12)
