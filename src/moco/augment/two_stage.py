@@ -189,14 +189,14 @@ class CropFlip:
         with the photometric ops of sample ``index`` at ``epoch`` when they run here."""
         sx, sy = width / img.size[0], height / img.size[1]
         # the photometric draws: a stream of their own, so the crops are the same either way
-        rng = np.random.default_rng([self.seed, epoch, index, 1])
+        rng = np.random.default_rng([self.seed, epoch, index, 1]) if self.photometric else None
         views = []
         for crop, flip in zip(crops, flips, strict=True):
             box = (crop.j / sx, crop.i / sy, (crop.j + crop.w) / sx, (crop.i + crop.h) / sy)
             view = img.resize((self.size, self.size), Image.Resampling.BILINEAR, box=box)
             if flip:
                 view = view.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-            if self.photometric is not None:
+            if self.photometric is not None and rng is not None:
                 view = self.photometric(view, rng)
             x = torch.from_numpy(np.asarray(view).copy())
             views.append(x.unsqueeze(0) if x.ndim == 2 else x.permute(2, 0, 1).contiguous())

@@ -13,54 +13,40 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from moco.cli.dispatch import Subparsers
 
-
-def positive_int(text: str) -> int:
-    """argparse ``type=``: a whole number >= 1 (k, epochs, batch size)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
+_N = TypeVar("_N", int, float)
 
 
-def positive_float(text: str) -> float:
-    """argparse ``type=``: a finite number > 0 (a temperature, a learning rate)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
-    return value
+def _checked(
+    cast: Callable[[str], _N], ok: Callable[[_N], bool], what: str, unparsed: str | None = None
+) -> Callable[[str], _N]:
+    """An argparse ``type=``: ``cast`` the text, then require ``ok``; each failure says
+    "must be <what>, got <text>" (``unparsed``: another wording when ``cast`` fails)."""
+
+    def parse(text: str) -> _N:
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {unparsed or what}, got {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {value}")
+        return value
+
+    return parse
 
 
-def fraction(text: str) -> float:
-    """argparse ``type=``: a number in (0, 1] (a share of the training labels)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number in (0, 1], got {text!r}") from None
-    if not math.isfinite(value) or not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must be a number in (0, 1], got {text}")
-    return value
-
-
-def nonnegative_int(text: str) -> int:
-    """argparse ``type=``: a whole number >= 0 (a seed)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {value}")
-    return value
+# k, epochs, batch size; a temperature, a learning rate; a share of the labels; a seed
+positive_int = _checked(int, lambda v: v >= 1, "a positive integer")
+positive_float = _checked(
+    float, lambda v: math.isfinite(v) and v > 0, "a finite number > 0", "a number > 0"
+)
+fraction = _checked(float, lambda v: math.isfinite(v) and 0 < v <= 1, "a number in (0, 1]")
+nonnegative_int = _checked(int, lambda v: v >= 0, "a whole number >= 0")
 
 
 def _add_label_args(p: argparse.ArgumentParser) -> None:
