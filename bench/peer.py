@@ -171,7 +171,7 @@ def lightly_backbone(encoder: nn.Module, g: int) -> nn.Module:
     net = copy.deepcopy(encoder)
     net._forward_pre_hooks.clear()
     net._forward_hooks.clear()
-    for name, m in list(net.named_modules()):
+    for m in list(net.modules()):
         for child_name, child in list(m.named_children()):
             if isinstance(child, nn.BatchNorm2d):
                 twin = SplitBatchNorm(child.num_features, g)
@@ -180,7 +180,6 @@ def lightly_backbone(encoder: nn.Module, g: int) -> nn.Module:
                     twin.weight.copy_(child.weight)
                     twin.bias.copy_(child.bias)
                 setattr(m, child_name, twin)
-        del name
     net.fc = nn.Identity()
     return net
 
