@@ -27,6 +27,9 @@ ratio, not the absolute numbers, on a shared CPU.
 
 from __future__ import annotations
 
+import moco  # noqa: F401  (first, as the CLI: idle OpenMP threads sleep; see moco/openmp.py)
+
+# isort: split
 import argparse
 import statistics
 import tempfile

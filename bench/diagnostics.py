@@ -21,6 +21,9 @@ alike; the report is the median over ``--repeats`` of B / A - 1 and of C's share
 
 from __future__ import annotations
 
+import moco  # noqa: F401  (first, as the CLI: idle OpenMP threads sleep; see moco/openmp.py)
+
+# isort: split
 import argparse
 import statistics
 import time

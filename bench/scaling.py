@@ -18,6 +18,9 @@ rounds), medians over ``--repeats``, so noise hits every setting alike.
 
 from __future__ import annotations
 
+import moco  # noqa: F401  (first, as the CLI: idle OpenMP threads sleep; see moco/openmp.py)
+
+# isort: split
 import argparse
 import copy
 import resource

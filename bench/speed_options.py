@@ -27,6 +27,9 @@ is kept on by default only where it wins and its loss stays within that spread.
 
 from __future__ import annotations
 
+import moco  # noqa: F401  (first, as the CLI: idle OpenMP threads sleep; see moco/openmp.py)
+
+# isort: split
 import argparse
 import contextlib
 import copy

@@ -27,6 +27,9 @@ far more than its arithmetic (20x measured on 2 busy cores): compare with ``--th
 
 from __future__ import annotations
 
+import moco  # noqa: F401  (first, as the CLI: idle OpenMP threads sleep; see moco/openmp.py)
+
+# isort: split
 import argparse
 import copy
 import itertools
