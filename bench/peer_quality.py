@@ -4,7 +4,7 @@ Ours is ``moco pretrain --preset default`` (a subprocess, timed from its start t
 end, kNN monitors included). lightly then trains for the same wall time, per seed, with
 its documented MoCo loop (as ``bench/peer.py``'s step section: ``update_momentum`` of
 backbone and head, ``batch_shuffle`` / ``batch_unshuffle``, ``NTXentLoss`` with a memory
-bank of K, SGD) on the same encoder (a copy of ours at the same seed's initial weights,
+bank of K, SGD) on the same encoder (built after ``torch.manual_seed(seed)`` as ours is,
 with lightly's ``SplitBatchNorm``), the same recipe (batch, K, m, tau, lr, weight decay,
 BN groups, bf16 autocast where ours trains in bf16) and lightly's ``MoCoV2Transform``
 with our view parameters (crop scale, blur sigma scaled to the image size as ours) per
@@ -102,7 +102,7 @@ class Peer:
         cfg = load_config("default", overrides=[f"run.seed={seed}"])
         m, o = cfg.model, cfg.optim
         self.cfg = cfg
-        torch.manual_seed(seed)  # the same initial weights as ours at this seed
+        torch.manual_seed(seed)  # seeded as ours before its model is built
         enc: Any = build_model(cfg, data.channels).encoder_q
         self.model = LightlyMoCo(lightly_backbone(enc, m.bn_splits), enc.feature_dim, m.dim)
         self.model.train()
@@ -232,6 +232,10 @@ def main(argv: list[str] | None = None) -> None:
         f"{mo - mp:+.4f}; one standard error of the difference (binomial, {n} queries per "
         f"run): {se:.4f}; of one run's accuracy: {math.sqrt(mo * (1 - mo) / n):.4f}"
     )
+    if len(rows) > 1:  # the seeds paired: the spread of the per-seed differences
+        diffs = [r[1] - r[2] for r in rows]
+        paired = statistics.stdev(diffs) / math.sqrt(len(diffs))
+        print(f"standard error of the mean difference over the paired seeds: {paired:.4f}")
 
 
 if __name__ == "__main__":

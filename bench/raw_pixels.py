@@ -4,8 +4,8 @@ The same evaluation code as a checkpoint's (``moco knn``, ``moco lincls --protoc
 small``), run on an "encoder" whose features are the normalised pixels themselves
 (C x H x W values, no parameters): weighted kNN (cosine, t 0.1) at k 20 and k 200 with
 the training split as memory and the held-out split as queries, and the linear probe
-(30 epochs on cached features, lr 30 or as given, the epoch selected on a 10 % validation split
-of the training data, the held-out split evaluated once).
+(30 epochs on cached features, lr 30 or as given, the epoch selected on a 10 %
+validation split of the training data, the held-out split evaluated once).
 
     python bench/raw_pixels.py --data /usr/share/datasets/fashion-mnist
     python bench/raw_pixels.py --data bundled --k 20,200
