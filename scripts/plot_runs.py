@@ -28,7 +28,10 @@ def main(argv: list[str] | None = None) -> None:
         label, sep, run_dir = item.partition("=")
         if not sep:
             parser.error(f"{item!r} is not LABEL=RUN_DIR")
-        lines = (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
+        metrics = Path(run_dir) / "metrics.jsonl"
+        if not metrics.is_file():
+            parser.error(f"{run_dir!r} is not a run directory: it has no metrics.jsonl")
+        lines = metrics.read_text().splitlines()
         runs.append((label, [json.loads(line) for line in lines if line.strip()]))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     ablation_curves(runs, args.out, args.title)
